@@ -1,0 +1,11 @@
+// Node-API binding of @dsa/lightning-indexer (skeleton: the common exports only).
+#include "dsa/napi_tensor.h"
+
+namespace {
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  dsa::napi::register_common(env, exports, DSA_ADDON_VERSION);
+  return exports;
+}
+}  // namespace
+
+NODE_API_MODULE(dsa_lightning_indexer, Init)

@@ -1,0 +1,1 @@
+export { nativeAddon } from './native.js';

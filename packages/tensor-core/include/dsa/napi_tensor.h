@@ -1,0 +1,220 @@
+// Binding helpers shared by every addon: tensors from JS objects (checked again here: never trust a
+// pointer, a length or an index from JS), errors with DSA_E_* codes, the common exports (version,
+// configure, cpuFeatures), and an AsyncWorker that keeps its inputs alive until it settles.
+// Only bindings include this header; kernels never see Node-API.
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dsa/cpu.h"
+#include "dsa/gemm.h"
+#include "dsa/status.h"
+#include "dsa/thread_pool.h"
+
+namespace dsa {
+namespace napi {
+
+[[noreturn]] inline void throw_error(Napi::Env env, Code code, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code_name(code)));
+  throw e;
+}
+
+inline void throw_if_error(Napi::Env env, const Status& st) {
+  if (!st.ok()) throw_error(env, st.code, st.message);
+}
+
+enum class DType { BF16, F32, I32 };
+
+inline const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::BF16: return "bfloat16";
+    case DType::F32: return "float32";
+    default: return "int32";
+  }
+}
+
+struct TensorArg {
+  std::string name;
+  DType dtype = DType::BF16;
+  std::vector<int64_t> shape;
+  WeightFormat format = WeightFormat::ND;
+  void* data = nullptr;
+  int64_t length = 0;  // elements in data
+
+  int64_t dim(size_t i) const { return shape[i]; }
+  int64_t rank() const { return static_cast<int64_t>(shape.size()); }
+  template <class T>
+  T* ptr() const { return static_cast<T*>(data); }
+  WeightView weight() const {
+    WeightView w;
+    w.data = static_cast<const bf16_t*>(data);
+    w.K = shape.size() == 2 ? shape[0] : 0;
+    w.N = shape.size() == 2 ? shape[1] : 0;
+    w.format = format;
+    return w;
+  }
+};
+
+inline std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+// Read a tensor object {dtype, shape, data, format?}. rank < 0 accepts any rank.
+// allow_weight_formats lets NZ and PACKED through (2-D bf16 weights only).
+inline TensorArg get_tensor(Napi::Env env, Napi::Value v, const std::string& name, DType want, int rank = -1,
+                            bool allow_weight_formats = false) {
+  if (!v.IsObject()) throw_error(env, Code::Argument, name + ": expected a tensor object");
+  Napi::Object o = v.As<Napi::Object>();
+  TensorArg t;
+  t.name = name;
+  Napi::Value dt = o.Get("dtype");
+  const std::string dts = dt.IsString() ? dt.As<Napi::String>().Utf8Value() : std::string("(not a string)");
+  if (dts != dtype_name(want)) throw_error(env, Code::Dtype, name + ": expected dtype " + dtype_name(want) + ", got " + dts);
+  t.dtype = want;
+  Napi::Value sh = o.Get("shape");
+  if (!sh.IsArray()) throw_error(env, Code::Shape, name + ": expected shape to be an array");
+  Napi::Array arr = sh.As<Napi::Array>();
+  int64_t count = 1;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    Napi::Value d = arr.Get(i);
+    double dv = d.IsNumber() ? d.As<Napi::Number>().DoubleValue() : -1;
+    if (!(dv >= 0) || dv != static_cast<double>(static_cast<int64_t>(dv)) || dv > 9.0e15)
+      throw_error(env, Code::Shape, name + ": shape entries must be non-negative integers");
+    t.shape.push_back(static_cast<int64_t>(dv));
+    count *= t.shape.back();
+  }
+  if (rank >= 0 && static_cast<int>(t.shape.size()) != rank)
+    throw_error(env, Code::Shape, name + ": expected rank " + std::to_string(rank) + ", got shape " + shape_str(t.shape));
+  Napi::Value fm = o.Get("format");
+  std::string fms = fm.IsString() ? fm.As<Napi::String>().Utf8Value() : "ND";
+  if (fms == "ND") {
+    t.format = WeightFormat::ND;
+  } else if (allow_weight_formats && (fms == "NZ" || fms == "PACKED") && t.shape.size() == 2 && want == DType::BF16) {
+    t.format = fms == "NZ" ? WeightFormat::NZ : WeightFormat::Packed;
+    if (t.format == WeightFormat::NZ && (t.shape[0] % 16 != 0 || t.shape[1] % 16 != 0))
+      throw_error(env, Code::Shape, name + ": NZ needs K % 16 == 0 and N % 16 == 0, got " + shape_str(t.shape));
+    if (t.format == WeightFormat::Packed) count = packed_elements(t.shape[0], t.shape[1]);
+  } else {
+    throw_error(env, Code::Format, name + ": format " + fms + " is not accepted here");
+  }
+  Napi::Value data = o.Get("data");
+  if (!data.IsTypedArray()) throw_error(env, Code::Dtype, name + ": expected data to be a typed array");
+  Napi::TypedArray ta = data.As<Napi::TypedArray>();
+  const napi_typedarray_type need = want == DType::BF16 ? napi_uint16_array : want == DType::F32 ? napi_float32_array : napi_int32_array;
+  if (ta.TypedArrayType() != need) throw_error(env, Code::Dtype, name + ": data has the wrong typed array type for " + dtype_name(want));
+  t.length = static_cast<int64_t>(ta.ElementLength());
+  if (t.length != count)
+    throw_error(env, Code::Shape, name + ": shape " + shape_str(t.shape) + " needs " + std::to_string(count) +
+                                      " elements, data has " + std::to_string(t.length));
+  t.data = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  return t;
+}
+
+// A new tensor object owned by JS: {dtype, shape, data, format: 'ND'}; *out points at its storage.
+inline Napi::Object new_tensor(Napi::Env env, DType dt, const std::vector<int64_t>& shape, void** out,
+                               const char* format = "ND", int64_t elements = -1) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  if (elements >= 0) n = elements;
+  const size_t esize = dt == DType::BF16 ? 2 : 4;
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, static_cast<size_t>(n) * esize);
+  Napi::Value arr;
+  if (dt == DType::BF16) arr = Napi::Uint16Array::New(env, n, ab, 0);
+  else if (dt == DType::F32) arr = Napi::Float32Array::New(env, n, ab, 0);
+  else arr = Napi::Int32Array::New(env, n, ab, 0);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("dtype", dtype_name(dt));
+  Napi::Array sh = Napi::Array::New(env, shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) sh.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(shape[i])));
+  o.Set("shape", sh);
+  o.Set("data", arr);
+  o.Set("format", format);
+  *out = ab.Data();
+  return o;
+}
+
+// Runs `work` on a libuv thread (which hands it to the kernel pool), keeps `keep` alive meanwhile,
+// then resolves with `finish(env)` or rejects with the Status as a coded error.
+class KernelWorker : public Napi::AsyncWorker {
+ public:
+  KernelWorker(Napi::Env env, std::vector<Napi::Value> keep, std::function<Status()> work,
+               std::function<Napi::Value(Napi::Env)> finish)
+      : Napi::AsyncWorker(env, "dsa-kernel"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
+        finish_(std::move(finish)) {
+    for (auto& v : keep) {
+      if (v.IsObject()) refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
+    }
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override { status_ = work_(); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!status_.ok()) {
+      Napi::Error e = Napi::Error::New(env, status_.message);
+      e.Set("code", Napi::String::New(env, code_name(status_.code)));
+      deferred_.Reject(e.Value());
+      return;
+    }
+    try {
+      deferred_.Resolve(finish_(env));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<Status()> work_;
+  std::function<Napi::Value(Napi::Env)> finish_;
+  std::vector<Napi::ObjectReference> refs_;
+  Status status_;
+};
+
+inline Napi::Object cpu_features_object(Napi::Env env) {
+  const CpuFeatures& f = cpu_features();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("avx2", f.avx2);
+  o.Set("fma", f.fma);
+  o.Set("f16c", f.f16c);
+  o.Set("avx512f", f.avx512f);
+  o.Set("avx512bw", f.avx512bw);
+  o.Set("avx512vl", f.avx512vl);
+  o.Set("avx512bf16", f.avx512bf16);
+  o.Set("best", isa_name(best_isa()));
+  return o;
+}
+
+// version, configure(threads, isa) and cpuFeatures(): what tensor-core's loader expects of every addon.
+inline void register_common(Napi::Env env, Napi::Object exports, const char* version) {
+  exports.Set("version", Napi::String::New(env, version));
+  exports.Set("configure", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                Napi::Env e = info.Env();
+                if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsString())
+                  throw_error(e, Code::Argument, "configure: expected (threads, isa)");
+                set_num_threads(info[0].As<Napi::Number>().Int32Value());
+                const std::string name = info[1].As<Napi::String>().Utf8Value();
+                Isa isa = best_isa();
+                if (name != "auto" && !parse_isa(name.c_str(), &isa))
+                  throw_error(e, Code::Argument, "isa: expected scalar, avx2, avx512 or auto, got " + name);
+                if (!set_active_isa(isa))
+                  throw_error(e, Code::Argument, std::string("isa: this CPU cannot run the ") + name + " path");
+                return Napi::String::New(e, isa_name(active_isa()));
+              }));
+  exports.Set("cpuFeatures", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                return cpu_features_object(info.Env());
+              }));
+}
+
+}  // namespace napi
+}  // namespace dsa

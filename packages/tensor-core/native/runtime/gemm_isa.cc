@@ -1,0 +1,183 @@
+// GEMM micro-kernels, compiled once per ISA (see dsa/isa.h). The AVX-512 path multiplies k-pairs with
+// vdpbf16ps; AVX2 splits each 32-bit (k, k+1) pair into two fp32 values with a shift and a mask; the
+// scalar path does the same arithmetic one element at a time. All accumulate in fp32.
+#include <cstring>
+
+#include "gemm_kernels.h"
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+namespace dsa {
+namespace DSA_ISA_NS {
+namespace {
+
+inline int32_t load_pair(const bf16_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+#if defined(__AVX512BF16__)
+
+template <int MR, int NB>
+void packed_kernel(const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ps, int64_t kp2, float* c, int64_t ldc,
+                   bool accumulate) {
+  __m512 acc[MR][NB];
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NB; ++n) acc[m][n] = accumulate ? _mm512_loadu_ps(c + m * ldc + n * 16) : _mm512_setzero_ps();
+  for (int64_t kk = 0; kk < kp2; ++kk) {
+    __m512bh bv[NB];
+    for (int n = 0; n < NB; ++n) bv[n] = (__m512bh)_mm512_loadu_si512(b + n * ps + kk * 32);
+    for (int m = 0; m < MR; ++m) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(load_pair(a + m * lda + 2 * kk));
+      for (int n = 0; n < NB; ++n) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], av, bv[n]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NB; ++n) _mm512_storeu_ps(c + m * ldc + n * 16, acc[m][n]);
+}
+
+inline __m512 load16_bf16(const bf16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
+}
+
+template <int MR, int NB>
+void direct_kernel(const bf16_t* a, int64_t lda, const bf16_t* w, int64_t rs, int64_t ps, int64_t K, float* c,
+                   int64_t ldc, bool accumulate) {
+  __m512 acc[MR][NB];
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NB; ++n) acc[m][n] = accumulate ? _mm512_loadu_ps(c + m * ldc + n * 16) : _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 wv[NB];
+    for (int n = 0; n < NB; ++n) wv[n] = load16_bf16(w + n * ps + k * rs);
+    for (int m = 0; m < MR; ++m) {
+      const __m512 av = _mm512_set1_ps(bf16_to_f32(a[m * lda + k]));
+      for (int n = 0; n < NB; ++n) acc[m][n] = _mm512_fmadd_ps(av, wv[n], acc[m][n]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NB; ++n) _mm512_storeu_ps(c + m * ldc + n * 16, acc[m][n]);
+}
+
+#elif defined(__AVX2__)
+
+// One 16-column panel at a time: 2 ymm accumulators per row.
+template <int MR, int NB>
+void packed_kernel(const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ps, int64_t kp2, float* c, int64_t ldc,
+                   bool accumulate) {
+  const __m256i hi_mask = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  for (int n = 0; n < NB; ++n) {
+    const bf16_t* bp = b + n * ps;
+    float* cp = c + n * 16;
+    __m256 acc[MR][2];
+    for (int m = 0; m < MR; ++m)
+      for (int h = 0; h < 2; ++h) acc[m][h] = accumulate ? _mm256_loadu_ps(cp + m * ldc + h * 8) : _mm256_setzero_ps();
+    for (int64_t kk = 0; kk < kp2; ++kk) {
+      const __m256i v0 = _mm256_loadu_si256((const __m256i*)(bp + kk * 32));
+      const __m256i v1 = _mm256_loadu_si256((const __m256i*)(bp + kk * 32 + 16));
+      const __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
+      const __m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi_mask));
+      const __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
+      const __m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi_mask));
+      for (int m = 0; m < MR; ++m) {
+        const __m256 a0 = _mm256_set1_ps(bf16_to_f32(a[m * lda + 2 * kk]));
+        const __m256 a1 = _mm256_set1_ps(bf16_to_f32(a[m * lda + 2 * kk + 1]));
+        acc[m][0] = _mm256_fmadd_ps(a1, o0, _mm256_fmadd_ps(a0, e0, acc[m][0]));
+        acc[m][1] = _mm256_fmadd_ps(a1, o1, _mm256_fmadd_ps(a0, e1, acc[m][1]));
+      }
+    }
+    for (int m = 0; m < MR; ++m)
+      for (int h = 0; h < 2; ++h) _mm256_storeu_ps(cp + m * ldc + h * 8, acc[m][h]);
+  }
+}
+
+template <int MR, int NB>
+void direct_kernel(const bf16_t* a, int64_t lda, const bf16_t* w, int64_t rs, int64_t ps, int64_t K, float* c,
+                   int64_t ldc, bool accumulate) {
+  for (int n = 0; n < NB; ++n) {
+    const bf16_t* wp = w + n * ps;
+    float* cp = c + n * 16;
+    __m256 acc[MR][2];
+    for (int m = 0; m < MR; ++m)
+      for (int h = 0; h < 2; ++h) acc[m][h] = accumulate ? _mm256_loadu_ps(cp + m * ldc + h * 8) : _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; ++k) {
+      const __m256i raw = _mm256_loadu_si256((const __m256i*)(wp + k * rs));
+      const __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(raw)), 16));
+      const __m256 w1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(raw, 1)), 16));
+      for (int m = 0; m < MR; ++m) {
+        const __m256 av = _mm256_set1_ps(bf16_to_f32(a[m * lda + k]));
+        acc[m][0] = _mm256_fmadd_ps(av, w0, acc[m][0]);
+        acc[m][1] = _mm256_fmadd_ps(av, w1, acc[m][1]);
+      }
+    }
+    for (int m = 0; m < MR; ++m)
+      for (int h = 0; h < 2; ++h) _mm256_storeu_ps(cp + m * ldc + h * 8, acc[m][h]);
+  }
+}
+
+#else  // portable
+
+template <int MR, int NB>
+void packed_kernel(const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ps, int64_t kp2, float* c, int64_t ldc,
+                   bool accumulate) {
+  for (int n = 0; n < NB; ++n) {
+    for (int m = 0; m < MR; ++m) {
+      float acc[16];
+      for (int j = 0; j < 16; ++j) acc[j] = accumulate ? c[m * ldc + n * 16 + j] : 0.0f;
+      for (int64_t kk = 0; kk < kp2; ++kk) {
+        const float a0 = bf16_to_f32(a[m * lda + 2 * kk]), a1 = bf16_to_f32(a[m * lda + 2 * kk + 1]);
+        const bf16_t* bp = b + n * ps + kk * 32;
+        for (int j = 0; j < 16; ++j) acc[j] += a0 * bf16_to_f32(bp[2 * j]) + a1 * bf16_to_f32(bp[2 * j + 1]);
+      }
+      for (int j = 0; j < 16; ++j) c[m * ldc + n * 16 + j] = acc[j];
+    }
+  }
+}
+
+template <int MR, int NB>
+void direct_kernel(const bf16_t* a, int64_t lda, const bf16_t* w, int64_t rs, int64_t ps, int64_t K, float* c,
+                   int64_t ldc, bool accumulate) {
+  for (int n = 0; n < NB; ++n) {
+    for (int m = 0; m < MR; ++m) {
+      float acc[16];
+      for (int j = 0; j < 16; ++j) acc[j] = accumulate ? c[m * ldc + n * 16 + j] : 0.0f;
+      for (int64_t k = 0; k < K; ++k) {
+        const float av = bf16_to_f32(a[m * lda + k]);
+        const bf16_t* wp = w + n * ps + k * rs;
+        for (int j = 0; j < 16; ++j) acc[j] += av * bf16_to_f32(wp[j]);
+      }
+      for (int j = 0; j < 16; ++j) c[m * ldc + n * 16 + j] = acc[j];
+    }
+  }
+}
+
+#endif
+
+using PackedFn = void (*)(const bf16_t*, int64_t, const bf16_t*, int64_t, int64_t, float*, int64_t, bool);
+using DirectFn = void (*)(const bf16_t*, int64_t, const bf16_t*, int64_t, int64_t, int64_t, float*, int64_t, bool);
+
+template <int MR>
+constexpr PackedFn packed_row[kPackedMaxPanels] = {packed_kernel<MR, 1>, packed_kernel<MR, 2>, packed_kernel<MR, 3>};
+constexpr const PackedFn* packed_table[kPackedMaxRows] = {packed_row<1>, packed_row<2>, packed_row<3>, packed_row<4>,
+                                                          packed_row<5>, packed_row<6>, packed_row<7>, packed_row<8>};
+template <int MR>
+constexpr DirectFn direct_row[kDirectMaxPanels] = {direct_kernel<MR, 1>, direct_kernel<MR, 2>, direct_kernel<MR, 3>,
+                                                   direct_kernel<MR, 4>};
+constexpr const DirectFn* direct_table[kDirectMaxRows] = {direct_row<1>, direct_row<2>, direct_row<3>, direct_row<4>};
+
+}  // namespace
+
+void gemm_packed_tile(const bf16_t* a, int64_t lda, int mr, const bf16_t* b, int64_t panel_stride, int np, int64_t kp2,
+                      float* c, int64_t ldc, bool accumulate) {
+  packed_table[mr - 1][np - 1](a, lda, b, panel_stride, kp2, c, ldc, accumulate);
+}
+
+void gemm_direct_tile(const bf16_t* a, int64_t lda, int mr, const bf16_t* w, int64_t row_stride, int64_t panel_stride,
+                      int np, int64_t K, float* c, int64_t ldc, bool accumulate) {
+  direct_table[mr - 1][np - 1](a, lda, w, row_stride, panel_stride, K, c, ldc, accumulate);
+}
+
+}  // namespace DSA_ISA_NS
+}  // namespace dsa

@@ -1,0 +1,27 @@
+// Micro-kernels of the bf16 GEMM, one copy per ISA (gemm_isa.cc). Internal to the runtime.
+#pragma once
+#include <cstdint>
+#include "dsa/bf16.h"
+#include "dsa/isa.h"
+
+namespace dsa {
+
+// Tile limits the driver respects.
+constexpr int kPackedMaxRows = 8;     // rows of x per packed-kernel call
+constexpr int kPackedMaxPanels = 3;   // 16-column panels per packed-kernel call
+constexpr int kDirectMaxRows = 4;
+constexpr int kDirectMaxPanels = 4;
+
+// c[mr, np*16] (+)= a[mr, 2*kp2] @ B, B in the packed layout: panel p's k-pair kk is the 32 values at
+// b + p*panel_stride + kk*32. a rows are lda apart and must hold 2*kp2 readable values.
+DSA_DECLARE_ISA_FN(void, gemm_packed_tile,
+                   (const bf16_t* a, int64_t lda, int mr, const bf16_t* b, int64_t panel_stride, int np,
+                    int64_t kp2, float* c, int64_t ldc, bool accumulate))
+
+// c[mr, np*16] (+)= a[mr, K] @ W for 16-wide panels read in place: (k, p*16 + j) at
+// w[p*panel_stride + k*row_stride + j] (ND: row_stride N, panel_stride 16; NZ: 16 and K*16).
+DSA_DECLARE_ISA_FN(void, gemm_direct_tile,
+                   (const bf16_t* a, int64_t lda, int mr, const bf16_t* w, int64_t row_stride,
+                    int64_t panel_stride, int np, int64_t K, float* c, int64_t ldc, bool accumulate))
+
+}  // namespace dsa

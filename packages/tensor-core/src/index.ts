@@ -1,0 +1,21 @@
+export { DsaError, ErrorCode, isDsaError, fromNativeError } from './errors.js';
+export { f32ToBf16, bf16ToF32, roundBf16, f32ArrayToBf16, bf16ArrayToF32 } from './bf16.js';
+export {
+  tensor, zeros, fromFloat32, toFloat32, clone, numel,
+  type Dtype, type Format, type Tensor, type Bf16Tensor, type F32Tensor, type I32Tensor, type DataOf,
+} from './tensor.js';
+export { toNZ, fromNZ, NZ_C0 } from './nz.js';
+export { Rng } from './random.js';
+export { readBin, writeBin, readGoldenCase, type GoldenCase, type GoldenManifest, type ManifestEntry } from './io.js';
+export {
+  checkTensor, checkIntRange, DimBinder, require_, unravel, intOption, numberOption, enumOption, storageElements,
+  type TensorRule,
+} from './validate.js';
+export { loadAddon, addonEnvVar, type AddonSpec } from './loader.js';
+export {
+  setNumThreads, getNumThreads, setIsa, getIsa, registerAddon, ISAS,
+  type Isa, type CpuFeatures, type ConfigurableAddon,
+} from './runtime.js';
+export { matmul, packWeights, cpuFeatures, activeIsa } from './matmul.js';
+export { measureCeilings, type Ceilings } from './ceilings.js';
+export { relativeL2, iscloseFraction, compareBf16 } from './compare.js';

@@ -1,0 +1,23 @@
+import { loadAddon } from './loader.js';
+import type { ConfigurableAddon } from './runtime.js';
+import type { Tensor } from './tensor.js';
+
+export interface CoreAddon extends ConfigurableAddon {
+  matmul(x: Tensor, w: Tensor, outDtype: string): Tensor;
+  packWeights(w: Tensor): Tensor<'bfloat16'>;
+  probeRead(bytes: number, threads: number, reps: number): { seconds: number; bytes: number };
+  probeDot(iters: number, threads: number): { seconds: number; flops: number };
+  activeIsa(): string;
+}
+
+let addon: CoreAddon | undefined;
+
+/** tensor-core's own addon, loaded on first use. */
+export function coreAddon(): CoreAddon {
+  addon ??= loadAddon<CoreAddon>({
+    packageName: '@dsa/tensor-core',
+    addonName: 'dsa_tensor_core',
+    packageRoot: new URL('..', import.meta.url),
+  });
+  return addon;
+}

@@ -1,0 +1,126 @@
+import { spawnSync } from 'node:child_process';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  activeIsa, cpuFeatures, fromNZ, getNumThreads, isDsaError, type Isa, matmul, packWeights, Rng, setIsa, setNumThreads,
+  toFloat32, toNZ, type Bf16Tensor,
+} from '../src/index.js';
+
+function reference(x: Bf16Tensor, w: Bf16Tensor): Float64Array {
+  const [M, K] = x.shape as [number, number];
+  const N = w.shape[1]!;
+  const xf = toFloat32(x);
+  const wf = toFloat32(w.format === 'NZ' ? fromNZ(w) : w);
+  const y = new Float64Array(M * N);
+  for (let m = 0; m < M; m++)
+    for (let k = 0; k < K; k++) {
+      const a = xf[m * K + k]!;
+      if (a === 0) continue;
+      for (let n = 0; n < N; n++) y[m * N + n] += a * wf[k * N + n]!;
+    }
+  return y;
+}
+
+function maxRelErr(y: ArrayLike<number>, ref: Float64Array, scale: number): number {
+  let worst = 0;
+  for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(y[i]! - ref[i]!) / scale);
+  return worst;
+}
+
+const features = cpuFeatures();
+const isas: Isa[] = (['scalar', 'avx2', 'avx512'] as Isa[]).filter(
+  (i) => i === 'scalar' || (i === 'avx2' && features.avx2) || (i === 'avx512' && features.best === 'avx512'),
+);
+const threads0 = getNumThreads();
+afterAll(() => {
+  setIsa('auto');
+  setNumThreads(threads0);
+});
+
+describe.each(isas)('matmul on the %s path', (isa) => {
+  const shapes: [number, number, number][] = [
+    [1, 7, 5], [1, 64, 48], [2, 33, 19], [3, 128, 64], [4, 257, 40], [5, 96, 33], [8, 31, 17], [9, 1030, 80], [37, 64, 100],
+    [1, 1024, 64], [2, 2048, 128],
+  ];
+  it.each(shapes)('M=%i K=%i N=%i: ND, packed (and NZ) agree with the float64 reference', (M, K, N) => {
+    setIsa(isa);
+    expect(activeIsa()).toBe(isa);
+    const rng = new Rng(M * 1000 + K * 10 + N);
+    const x = rng.uniformTensor([M, K]);
+    const w = rng.uniformTensor([K, N]);
+    const ref = reference(x, w);
+    const scale = Math.sqrt(K) * 0.34; // typical |y| for U(-1,1) operands
+    const yNd = matmul(x, w);
+    expect(maxRelErr(yNd.data, ref, scale)).toBeLessThan(1e-5);
+    const yPk = matmul(x, packWeights(w));
+    expect(maxRelErr(yPk.data, ref, scale)).toBeLessThan(1e-5);
+    if (K % 16 === 0 && N % 16 === 0) {
+      const nz = toNZ(w);
+      const yNz = matmul(x, nz);
+      expect(maxRelErr(yNz.data, ref, scale)).toBeLessThan(1e-5);
+      expect(maxRelErr(matmul(x, packWeights(nz)).data, ref, scale)).toBeLessThan(1e-5);
+    }
+    // bf16 output is the fp32 result rounded once.
+    const yb = matmul(x, w, { outDtype: 'bfloat16' });
+    const yb32 = toFloat32(yb);
+    for (let i = 0; i < ref.length; i++) expect(Math.abs(yb32[i]! - ref[i]!)).toBeLessThanOrEqual(Math.abs(ref[i]!) * 2 ** -8 + 1e-5 * scale);
+  });
+
+  it('DeepSeek-sized GEMV and a 64-row GEMM match the reference (ND, NZ, packed identical)', () => {
+    setIsa(isa);
+    const rng = new Rng(99);
+    for (const [M, K, N] of [[1, 7168, 576], [64, 1536, 256]] as const) {
+      const x = rng.uniformTensor([M, K]);
+      const w = rng.uniformTensor([K, N], -0.1, 0.1);
+      const ref = reference(x, w);
+      const scale = Math.sqrt(K) * 0.034;
+      const a = matmul(x, w).data;
+      const b = matmul(x, toNZ(w)).data;
+      const c = matmul(x, packWeights(w)).data;
+      expect(maxRelErr(a, ref, scale)).toBeLessThan(1e-5);
+      expect(maxRelErr(b, ref, scale)).toBeLessThan(1e-5);
+      expect(maxRelErr(c, ref, scale)).toBeLessThan(1e-5);
+    }
+  });
+});
+
+describe('matmul threading and errors', () => {
+  it('gives the same bytes with 1 and 2 threads', () => {
+    setIsa('auto');
+    const rng = new Rng(5);
+    const x = rng.uniformTensor([3, 4096]);
+    const w = rng.uniformTensor([4096, 64]);
+    setNumThreads(1);
+    const a = matmul(x, w).data;
+    setNumThreads(2);
+    const b = matmul(x, w).data;
+    expect(b).toEqual(a);
+  });
+
+  it('rejects bad shapes, dtypes and formats with DsaError', () => {
+    const rng = new Rng(1);
+    const x = rng.uniformTensor([2, 8]);
+    for (const [w, code] of [
+      [rng.uniformTensor([9, 4]), 'DSA_E_SHAPE'],
+      [{ dtype: 'float32', shape: [8, 4], data: new Float32Array(32) }, 'DSA_E_DTYPE'],
+      [{ dtype: 'bfloat16', shape: [8, 4], data: new Uint16Array(32), format: 'XY' }, 'DSA_E_FORMAT'],
+    ] as const) {
+      let err: unknown;
+      try {
+        matmul(x, w as Bf16Tensor);
+      } catch (e) {
+        err = e;
+      }
+      expect(isDsaError(err)).toBe(true);
+      expect((err as { code: string }).code).toBe(code);
+    }
+  });
+
+  it('DSA_FORCE_ISA selects the path in a fresh process, and a bad value is a clear error', () => {
+    const script = `import('${new URL('../dist/index.js', import.meta.url).href}').then(t => console.log(t.activeIsa()))`;
+    const run = (v: string) => spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, DSA_FORCE_ISA: v }, encoding: 'utf8' });
+    expect(run('scalar').stdout.trim()).toBe('scalar');
+    const bad = run('sse9');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/DSA_FORCE_ISA: expected scalar, avx2, avx512 or auto, got "sse9"/);
+  });
+});
