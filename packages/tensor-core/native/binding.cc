@@ -38,6 +38,27 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return y;
 }
 
+// matmulBatched(x [B,M,K] bf16, w [B,K,N] bf16 ND, outDtype) -> y [B,M,N]: one task per item.
+Napi::Value MatmulBatched(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  TensorArg x = get_tensor(env, info[0], "x", DType::BF16, 3);
+  TensorArg w = get_tensor(env, info[1], "w", DType::BF16, 3);
+  const std::string out = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "float32";
+  if (out != "float32" && out != "bfloat16") throw_error(env, Code::Argument, "outDtype: expected float32 or bfloat16, got " + out);
+  if (x.dim(0) != w.dim(0) || x.dim(2) != w.dim(1))
+    throw_error(env, Code::Shape, "w: expected shape [" + std::to_string(x.dim(0)) + ", " + std::to_string(x.dim(2)) +
+                                      ", N] as given by x, got " + shape_str(w.shape));
+  const int64_t B = x.dim(0), M = x.dim(1), K = x.dim(2), N = w.dim(2);
+  void* yp = nullptr;
+  const DType odt = out == "float32" ? DType::F32 : DType::BF16;
+  Napi::Object y = new_tensor(env, odt, {B, M, N}, &yp);
+  WeightView wv{w.ptr<const bf16_t>(), K, N, WeightFormat::ND};
+  GemmOut go{yp, N, odt == DType::F32 ? OutType::F32 : OutType::BF16, false};
+  if (!matmul_batched(B, x.ptr<const bf16_t>(), K, M * K, M, wv, K * N, go, M * N))
+    throw_error(env, Code::Internal, "matmulBatched: inconsistent arguments");
+  return y;
+}
+
 // packWeights(w [K,N] ND|NZ) -> {dtype, shape [K,N], format 'PACKED', data}
 Napi::Value PackWeights(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -104,6 +125,7 @@ Napi::Value ProbeDot(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_common(env, exports, DSA_ADDON_VERSION);
   exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("matmulBatched", Napi::Function::New(env, MatmulBatched));
   exports.Set("packWeights", Napi::Function::New(env, PackWeights));
   exports.Set("probeRead", Napi::Function::New(env, ProbeRead));
   exports.Set("probeDot", Napi::Function::New(env, ProbeDot));

@@ -16,6 +16,6 @@ export {
   setNumThreads, getNumThreads, setIsa, getIsa, registerAddon, ISAS,
   type Isa, type CpuFeatures, type ConfigurableAddon,
 } from './runtime.js';
-export { matmul, packWeights, cpuFeatures, activeIsa } from './matmul.js';
+export { matmul, matmulBatched, packWeights, cpuFeatures, activeIsa } from './matmul.js';
 export { measureCeilings, type Ceilings } from './ceilings.js';
 export { relativeL2, iscloseFraction, compareBf16 } from './compare.js';

@@ -30,6 +30,19 @@ export function matmul(x: Bf16Tensor, w: Bf16Tensor, options: { outDtype?: 'floa
 }
 
 /**
+ * `B` independent products y[i] = x[i] @ w[i] with x [B, M, K] and w [B, K, N] (ND), e.g. the
+ * per-head W_UK absorption; one pool task per item.
+ */
+export function matmulBatched(x: Bf16Tensor, w: Bf16Tensor, options: { outDtype?: 'float32' | 'bfloat16' } = {}): Tensor {
+  checkTensor('x', x, { dtype: 'bfloat16' });
+  checkTensor('w', w, { dtype: 'bfloat16' });
+  const dims = new DimBinder();
+  dims.match('x', x, ['B', 'M', 'K']);
+  dims.match('w', w, ['B', 'K', 'N']);
+  return native(() => coreAddon().matmulBatched(x, w, options.outDtype ?? 'float32'));
+}
+
+/**
  * Repack a [K, N] weight (ND or NZ) once into the kernels' layout (format 'PACKED': k-pairs of 16
  * columns per 64-byte line). Use the result wherever a weight is accepted.
  */

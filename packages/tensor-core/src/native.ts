@@ -4,6 +4,7 @@ import type { Tensor } from './tensor.js';
 
 export interface CoreAddon extends ConfigurableAddon {
   matmul(x: Tensor, w: Tensor, outDtype: string): Tensor;
+  matmulBatched(x: Tensor, w: Tensor, outDtype: string): Tensor;
   packWeights(w: Tensor): Tensor<'bfloat16'>;
   probeRead(bytes: number, threads: number, reps: number): { seconds: number; bytes: number };
   probeDot(iters: number, threads: number): { seconds: number; flops: number };

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  activeIsa, cpuFeatures, fromNZ, getNumThreads, isDsaError, type Isa, matmul, packWeights, Rng, setIsa, setNumThreads,
+  activeIsa, cpuFeatures, fromNZ, getNumThreads, isDsaError, type Isa, matmul, matmulBatched, packWeights, Rng, setIsa, setNumThreads,
   toFloat32, toNZ, type Bf16Tensor,
 } from '../src/index.js';
 
@@ -122,5 +122,22 @@ describe('matmul threading and errors', () => {
     const bad = run('sse9');
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toMatch(/DSA_FORCE_ISA: expected scalar, avx2, avx512 or auto, got "sse9"/);
+  });
+});
+
+describe('matmulBatched', () => {
+  it('equals one matmul per item', () => {
+    setIsa('auto');
+    const rng = new Rng(17);
+    const B = 5, M = 3, K = 40, N = 24;
+    const x = rng.uniformTensor([B, M, K]);
+    const w = rng.uniformTensor([B, K, N]);
+    const y = matmulBatched(x, w);
+    expect(y.shape).toEqual([B, M, N]);
+    for (let i = 0; i < B; i++) {
+      const xi = { dtype: 'bfloat16' as const, shape: [M, K], data: x.data.slice(i * M * K, (i + 1) * M * K) };
+      const wi = { dtype: 'bfloat16' as const, shape: [K, N], data: w.data.slice(i * K * N, (i + 1) * K * N) };
+      expect(Array.from(y.data.slice(i * M * N, (i + 1) * M * N) as Float32Array)).toEqual(Array.from(matmul(xi, wi).data));
+    }
   });
 });

@@ -46,4 +46,9 @@ bool matmul(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, const 
 // The same on the calling thread only (for callers that are already inside a parallel task).
 bool matmul_serial(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, const GemmOut& y);
 
+// `batch` independent products y[i] = x[i] @ W[i] (e.g. the per-head W_UK absorption), one task per
+// item on the pool. Items are x_stride / w_stride / y_stride elements apart.
+bool matmul_batched(int64_t batch, const bf16_t* x, int64_t ldx, int64_t x_stride, int64_t M, const WeightView& w,
+                    int64_t w_stride, const GemmOut& y, int64_t y_stride);
+
 }  // namespace dsa

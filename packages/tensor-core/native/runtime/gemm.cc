@@ -61,33 +61,33 @@ void store_tile(const float* tile, int64_t ldt, int64_t rows, int64_t cols, cons
   }
 }
 
-void gemm_direct(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, const GemmOut& y, const Runner& run) {
-  const int64_t K = w.K, N = w.N;
-  const int64_t full = N / 16;  // NZ always has N % 16 == 0; an ND tail is done below
-  const bool nz = w.format == WeightFormat::NZ;
-  const int64_t rs = nz ? 16 : N, ps = nz ? K * 16 : 16;
-  auto tile_fn = DSA_DISPATCH(gemm_direct_tile);
-  const int64_t groups = (full + kDirectMaxPanels - 1) / kDirectMaxPanels;
+// Small M is bound by reading W. Work = column groups x K chunks; K is split only when there are
+// too few groups to keep the threads busy, in a way that depends on the shape alone (so results do
+// not change with the thread count), and the chunks are summed in a fixed order.
+// compute(g, k0, k1, tile, ldt) writes the fp32 product of x[:, k0:k1] and group g into tile.
+template <class Compute>
+void run_small_m(int64_t M, int64_t groups, int64_t group_cols, int64_t cols, int64_t K, int64_t k_align,
+                 const GemmOut& y, const Runner& run, Compute compute) {
+  constexpr int64_t kWantTasks = 8;
   int64_t ksplit = 1;
-  // The split depends on the shape only (never the thread count), so results are reproducible.
-  constexpr int64_t want = 8;
-  if (groups > 0 && groups < want && K >= 512) ksplit = std::min((want + groups - 1) / groups, K / 256);
-  const int64_t kchunk = (K + ksplit - 1) / ksplit;
-  const int64_t cols = full * 16;
+  if (groups > 0 && groups < kWantTasks && K >= 1024) ksplit = std::min((kWantTasks + groups - 1) / groups, K / 512);
+  const int64_t kchunk = ((K + ksplit - 1) / ksplit + k_align - 1) / k_align * k_align;
   std::vector<float> partial(ksplit > 1 ? static_cast<size_t>(ksplit * M * cols) : 0);
   run(groups * ksplit, [&](int64_t t, int) {
     const int64_t g = t % groups, s = t / groups;
-    const int64_t k0 = s * kchunk, k1 = std::min(K, k0 + kchunk);
-    const int64_t p0 = g * kDirectMaxPanels;
-    const int np = static_cast<int>(std::min<int64_t>(kDirectMaxPanels, full - p0));
-    float tile[kDirectMaxRows * kDirectMaxPanels * 16] = {};
-    const int64_t ldt = kDirectMaxPanels * 16;
-    if (k1 > k0) tile_fn(x + k0, ldx, static_cast<int>(M), w.data + p0 * ps + k0 * rs, rs, ps, np, k1 - k0, tile, ldt, false);
-    if (ksplit == 1) {
-      store_tile(tile, ldt, M, np * 16, y, 0, p0 * 16);
+    const int64_t k0 = std::min(K, s * kchunk), k1 = std::min(K, k0 + kchunk);
+    const int64_t c0 = g * group_cols, nc = std::min(group_cols, cols - c0);
+    float tile[kPackedMaxRows * 64];
+    const int64_t ldt = 64;
+    if (k1 > k0) {
+      compute(g, k0, k1, tile, ldt);
     } else {
-      for (int64_t m = 0; m < M; ++m)
-        std::copy(tile + m * ldt, tile + m * ldt + np * 16, partial.data() + (s * M + m) * cols + p0 * 16);
+      std::fill(tile, tile + M * ldt, 0.0f);
+    }
+    if (ksplit == 1) {
+      store_tile(tile, ldt, M, nc, y, 0, c0);
+    } else {
+      for (int64_t m = 0; m < M; ++m) std::copy(tile + m * ldt, tile + m * ldt + nc, partial.data() + (s * M + m) * cols + c0);
     }
   });
   if (ksplit > 1) {
@@ -96,6 +96,21 @@ void gemm_direct(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, c
       for (int64_t i = 0; i < M * cols; ++i) sum[i] += partial[s * M * cols + i];
     store_tile(sum.data(), cols, M, cols, y, 0, 0);
   }
+}
+
+void gemm_direct(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, const GemmOut& y, const Runner& run) {
+  const int64_t K = w.K, N = w.N;
+  const int64_t full = N / 16;  // NZ always has N % 16 == 0; an ND tail is done below
+  const bool nz = w.format == WeightFormat::NZ;
+  const int64_t rs = nz ? 16 : N, ps = nz ? K * 16 : 16;
+  auto tile_fn = DSA_DISPATCH(gemm_direct_tile);
+  const int64_t groups = (full + kDirectMaxPanels - 1) / kDirectMaxPanels;
+  run_small_m(M, groups, kDirectMaxPanels * 16, full * 16, K, 1, y, run, [&](int64_t g, int64_t k0, int64_t k1, float* tile, int64_t ldt) {
+    const int64_t p0 = g * kDirectMaxPanels;
+    const int np = static_cast<int>(std::min<int64_t>(kDirectMaxPanels, full - p0));
+    tile_fn(x + k0, ldx, static_cast<int>(M), w.data + p0 * ps + k0 * rs, rs, ps, np, k1 - k0, tile, ldt, false);
+  });
+  const int64_t cols = full * 16;
   if (cols < N) {  // ND columns past the last full panel
     std::vector<float> tail(static_cast<size_t>(M * (N - cols)), 0.0f);
     for (int64_t m = 0; m < M; ++m)
@@ -122,9 +137,22 @@ void gemm_packed(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, c
     lda = Kp;
   }
   auto tile_fn = DSA_DISPATCH(gemm_packed_tile);
-  // Small M is bandwidth-bound: one panel per task spreads the weight stream over the threads.
-  const int64_t G = M <= 8 ? 1 : kPackedMaxPanels;
+  constexpr int64_t G = kPackedMaxPanels;  // several weight streams at once keep more reads in flight
   const int64_t groups = (panels + G - 1) / G;
+
+  if (prepacked && M <= kPackedMaxRows) {
+    run_small_m(M, groups, G * 16, N, Kp, 2, y, run, [&](int64_t g, int64_t k0, int64_t k1, float* tile, int64_t ldt) {
+      const int np = static_cast<int>(std::min<int64_t>(G, panels - g * G));
+      const int64_t kb0 = k0 / 2, kb1 = k1 / 2;
+      for (int64_t kb = kb0; kb < kb1; kb += kKBlockPairs) {
+        const int64_t kn = std::min(kKBlockPairs, kb1 - kb);
+        tile_fn(a + 2 * kb, lda, static_cast<int>(M), w.data + g * G * panel_stride + kb * 32, panel_stride, np, kn, tile,
+                ldt, kb > kb0);
+      }
+    });
+    return;
+  }
+
   const int64_t mb = std::min(M, kMBlock), mblocks = (M + mb - 1) / mb;
   run(groups * mblocks, [&](int64_t t, int) {
     const int64_t g = t % groups, mbi = t / groups;
@@ -143,7 +171,6 @@ void gemm_packed(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, c
     thread_local std::vector<float> ctile;
     const int64_t ldt = np * 16;
     ctile.resize(static_cast<size_t>(rows * ldt));
-    if (kp2 == 0) std::fill(ctile.begin(), ctile.end(), 0.0f);
     for (int64_t kb = 0; kb < kp2; kb += kKBlockPairs) {
       const int64_t kn = std::min(kKBlockPairs, kp2 - kb);
       for (int64_t r = 0; r < rows; r += kPackedMaxRows) {
@@ -166,7 +193,9 @@ bool valid(const bf16_t* x, int64_t M, const WeightView& w, const GemmOut& y) {
 bool matmul_impl(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, const GemmOut& y, bool parallel) {
   if (!valid(x, M, w, y)) return false;
   if (M == 0 || w.N == 0) return true;
-  const Runner run{parallel};
+  // Below ~20 µs of work the pool's wake-up costs more than it saves.
+  const bool big = 2.0 * M * w.K * w.N >= 4.0e6;
+  const Runner run{parallel && big};
   if (w.K == 0) {
     std::vector<float> z(static_cast<size_t>(w.N), 0.0f);
     for (int64_t m = 0; m < M; ++m) store_tile(z.data(), w.N, 1, w.N, y, m, 0);
@@ -227,6 +256,21 @@ bool matmul(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, const 
 
 bool matmul_serial(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, const GemmOut& y) {
   return matmul_impl(x, ldx, M, w, y, false);
+}
+
+bool matmul_batched(int64_t batch, const bf16_t* x, int64_t ldx, int64_t x_stride, int64_t M, const WeightView& w,
+                    int64_t w_stride, const GemmOut& y, int64_t y_stride) {
+  if (batch < 0) return false;
+  bool ok = true;
+  const size_t esize = y.type == OutType::F32 ? 4 : 2;
+  parallel_tasks(batch, [&](int64_t i, int) {
+    WeightView wi = w;
+    wi.data = w.data + i * w_stride;
+    GemmOut yi = y;
+    yi.data = static_cast<char*>(y.data) + i * y_stride * esize;
+    if (!matmul_impl(x + i * x_stride, ldx, M, wi, yi, false)) ok = false;
+  });
+  return ok;
 }
 
 }  // namespace dsa

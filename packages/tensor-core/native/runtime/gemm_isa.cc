@@ -27,7 +27,26 @@ void packed_kernel(const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ps, in
   __m512 acc[MR][NB];
   for (int m = 0; m < MR; ++m)
     for (int n = 0; n < NB; ++n) acc[m][n] = accumulate ? _mm512_loadu_ps(c + m * ldc + n * 16) : _mm512_setzero_ps();
-  for (int64_t kk = 0; kk < kp2; ++kk) {
+  int64_t kk = 0;
+  if constexpr (MR * NB <= 4) {
+    // Few accumulators: a second set for odd k-pairs hides the vdpbf16ps latency (GEMV case).
+    __m512 acc2[MR][NB];
+    for (int m = 0; m < MR; ++m)
+      for (int n = 0; n < NB; ++n) acc2[m][n] = _mm512_setzero_ps();
+    for (; kk + 2 <= kp2; kk += 2) {
+      for (int n = 0; n < NB; ++n) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + n * ps + kk * 32);
+        const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + n * ps + kk * 32 + 32);
+        for (int m = 0; m < MR; ++m) {
+          acc[m][n] = _mm512_dpbf16_ps(acc[m][n], (__m512bh)_mm512_set1_epi32(load_pair(a + m * lda + 2 * kk)), b0);
+          acc2[m][n] = _mm512_dpbf16_ps(acc2[m][n], (__m512bh)_mm512_set1_epi32(load_pair(a + m * lda + 2 * kk + 2)), b1);
+        }
+      }
+    }
+    for (int m = 0; m < MR; ++m)
+      for (int n = 0; n < NB; ++n) acc[m][n] = _mm512_add_ps(acc[m][n], acc2[m][n]);
+  }
+  for (; kk < kp2; ++kk) {
     __m512bh bv[NB];
     for (int n = 0; n < NB; ++n) bv[n] = (__m512bh)_mm512_loadu_si512(b + n * ps + kk * 32);
     for (int m = 0; m < MR; ++m) {

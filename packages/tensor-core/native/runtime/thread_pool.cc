@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -45,7 +46,7 @@ class Pool {
       next_.store(0);
       active_ = helpers;
       wanted_ = helpers;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     work(0);
@@ -68,11 +69,19 @@ class Pool {
   void worker_main(int id) {
     uint64_t seen = 0;
     for (;;) {
+      // Spin briefly before sleeping: kernels issue parallel regions back to back, and a condition
+      // variable wake-up costs tens of microseconds.
+      const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      }
       {
         std::unique_lock<std::mutex> lk(m_);
         cv_.wait(lk, [&] { return stop_ || (generation_ != seen && id <= wanted_); });
         if (stop_) return;
-        seen = generation_;
+        seen = generation_.load();
       }
       work(id);
       std::lock_guard<std::mutex> lk(m_);
@@ -101,7 +110,7 @@ class Pool {
   int64_t n_tasks_ = 0;
   std::atomic<int64_t> next_{0};
   int active_ = 0, wanted_ = 0;
-  uint64_t generation_ = 0;
+  std::atomic<uint64_t> generation_{0};
   bool stop_ = false;
   int threads_ = 1;
 };
