@@ -1,6 +1,15 @@
-import { type ConfigurableAddon, loadAddon } from '@dsa/tensor-core';
+import { type ConfigurableAddon, loadAddon, type Tensor } from '@dsa/tensor-core';
 
-export type StageAddon = ConfigurableAddon;
+export interface IndexerPrologNativeResult {
+  query: Tensor<'bfloat16'>;
+  weights: Tensor<'bfloat16'>;
+}
+
+export interface StageAddon extends ConfigurableAddon {
+  /** Validated again in C++; `wIdxKProj` is the optional [h, idx_dim + idx_heads] = [wIdxK | wIdxProj]. */
+  indexerProlog(inputs: object, layerNormEps: number, indexerRope: string, wIdxKProj?: Tensor): IndexerPrologNativeResult;
+  indexerPrologAsync(inputs: object, layerNormEps: number, indexerRope: string, wIdxKProj?: Tensor): Promise<IndexerPrologNativeResult>;
+}
 
 let addon: StageAddon | undefined;
 
