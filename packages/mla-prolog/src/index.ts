@@ -1,1 +1,138 @@
+import {
+  checkTensor, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights,
+  type Bf16Tensor, type Tensor,
+} from '@dsa/tensor-core';
+import { nativeAddon } from './native.js';
+import {
+  checkInputsObject, checkOutAndAliasing, checkStep, checkWeights, rmsNormEpsOption,
+  type MlaPrologDims, type MlaPrologInputs, type MlaPrologOptions, type MlaPrologOutputs,
+} from './validate.js';
+
 export { nativeAddon } from './native.js';
+export {
+  DEFAULT_RMS_NORM_EPS,
+  type MlaPrologDims, type MlaPrologInputs, type MlaPrologOptions, type MlaPrologOutputs,
+} from './validate.js';
+
+interface Checked {
+  inputs: Record<string, Tensor>;
+  eps: number;
+  out: Partial<MlaPrologOutputs> | undefined;
+}
+
+function checkCall(inputs: unknown, options: unknown): Checked {
+  checkInputsObject('inputs', inputs);
+  const i = inputs as Record<string, unknown>;
+  const eps = rmsNormEpsOption(options);
+  const dims = new DimBinder();
+  dims.match('x', checkTensor('x', i.x, { dtype: 'bfloat16' }), ['b', 's1', 'h']);
+  checkWeights(i, dims, checkTensor('cos', i.cos, { dtype: 'bfloat16' }));
+  const d = checkStep(i, dims);
+  const tensors = pick(i);
+  const out = checkOutAndAliasing(tensors, (options as MlaPrologOptions | undefined)?.out, d);
+  return { inputs: tensors, eps, out };
+}
+
+const INPUT_NAMES = ['x', 'wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache'] as const;
+
+function pick(i: Record<string, unknown>): Record<string, Tensor> {
+  const r: Record<string, Tensor> = {};
+  for (const k of INPUT_NAMES) r[k] = i[k] as Tensor;
+  return r;
+}
+
+function callSync(c: Checked): MlaPrologOutputs {
+  try {
+    return nativeAddon().mlaProlog(c.inputs, c.eps, c.out);
+  } catch (e) {
+    throw fromNativeError(e);
+  }
+}
+
+async function callAsync(c: Checked): Promise<MlaPrologOutputs> {
+  try {
+    return await nativeAddon().mlaPrologAsync(c.inputs, c.eps, c.out);
+  } catch (e) {
+    throw fromNativeError(e);
+  }
+}
+
+/**
+ * MLA prolog (stage 1 of DSA): the absorbed queries, rope queries and normalized query latent of
+ * the b·s1 new tokens, and their latent/rope rows written into kvCache/krCache in place (a negative
+ * cacheIndex entry writes nothing). Everything is validated before anything is written.
+ */
+export function mlaProlog(inputs: MlaPrologInputs, options: MlaPrologOptions = {}): MlaPrologOutputs {
+  return callSync(checkCall(inputs, options));
+}
+
+/** mlaProlog on a worker thread: the event loop keeps running; the caches must not be touched until it settles. */
+export async function mlaPrologAsync(inputs: MlaPrologInputs, options: MlaPrologOptions = {}): Promise<MlaPrologOutputs> {
+  return callAsync(checkCall(inputs, options));
+}
+
+/** The weights that stay the same from call to call. */
+export type MlaPrologWeights = Pick<MlaPrologInputs, 'wDq' | 'wUqQr' | 'wUk' | 'wDkvKr' | 'gammaCq' | 'gammaCkv'>;
+/** The per-call inputs of a prepared prolog. */
+export type MlaPrologStepInputs = Pick<MlaPrologInputs, 'x' | 'sin' | 'cos' | 'cacheIndex' | 'kvCache' | 'krCache'>;
+
+/** Weights packed once for the kernels, then run per decode step or prefill chunk. */
+export interface PreparedMlaProlog {
+  /** Dimensions fixed by the weights (b, s1 and the cache sizes come with each call). */
+  readonly dims: Readonly<Pick<MlaPrologDims, 'h' | 'qLora' | 'n' | 'qkNope' | 'rope' | 'kvLora'>>;
+  run(inputs: MlaPrologStepInputs, options?: MlaPrologOptions): MlaPrologOutputs;
+  runAsync(inputs: MlaPrologStepInputs, options?: MlaPrologOptions): Promise<MlaPrologOutputs>;
+  /** Release the packed weights; later calls throw DSA_E_STATE. */
+  dispose(): void;
+}
+
+/**
+ * Pack the weights once (W_DQ, W_UQQR, W_DKVKR with tensor-core's packWeights, W_UK per head) for
+ * production loops where the same weights serve every call. The packed copies are independent of
+ * the given tensors, which may be changed or dropped afterwards.
+ */
+export function prepareMlaProlog(weights: MlaPrologWeights): PreparedMlaProlog {
+  checkInputsObject('weights', weights);
+  const w = weights as unknown as Record<string, unknown>;
+  const dims = new DimBinder();
+  checkWeights(w, dims);
+  const pack = (t: Bf16Tensor): Bf16Tensor => (t.format === 'PACKED' ? t : packWeights(t));
+  let packed: Record<string, Tensor> | undefined;
+  try {
+    packed = {
+      wDq: pack(weights.wDq),
+      wUqQr: pack(weights.wUqQr),
+      wDkvKr: pack(weights.wDkvKr),
+      wUk: nativeAddon().packWUk(weights.wUk),
+      gammaCq: { ...weights.gammaCq, data: weights.gammaCq.data.slice() },
+      gammaCkv: { ...weights.gammaCkv, data: weights.gammaCkv.data.slice() },
+    };
+  } catch (e) {
+    throw fromNativeError(e);
+  }
+  const fixed = {
+    h: dims.get('h'), qLora: dims.get('qLora'), n: dims.get('n'),
+    qkNope: dims.get('qkNope'), rope: dims.get('rope'), kvLora: dims.get('kvLora'),
+  };
+  const check = (inputs: unknown, options: unknown): Checked => {
+    if (packed === undefined) throw new DsaError(ErrorCode.STATE, 'prepared: this prepared MLA prolog was disposed', 'prepared');
+    checkInputsObject('inputs', inputs);
+    const eps = rmsNormEpsOption(options);
+    const stepDims = new DimBinder();
+    for (const [k, v] of Object.entries(fixed)) stepDims.set(k, v, 'the prepared weights');
+    const i = inputs as Record<string, unknown>;
+    const d = checkStep(i, stepDims);
+    const tensors: Record<string, Tensor> = { ...packed };
+    for (const k of ['x', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache']) tensors[k] = i[k] as Tensor;
+    const out = checkOutAndAliasing(tensors, (options as MlaPrologOptions | undefined)?.out, d);
+    return { inputs: tensors, eps, out };
+  };
+  return {
+    dims: fixed,
+    run: (inputs, options = {}) => callSync(check(inputs, options)),
+    runAsync: async (inputs, options = {}) => callAsync(check(inputs, options)),
+    dispose: () => {
+      packed = undefined;
+    },
+  };
+}
