@@ -1,0 +1,60 @@
+import { setIsa } from '@dsa/tensor-core';
+import { afterAll, describe, expect, it } from 'vitest';
+import { mlaProlog, mlaPrologAsync, prepareMlaProlog, type MlaPrologInputs } from '../src/index.js';
+import { cloneTensor, makeInputs, type Dims } from './helpers.js';
+
+const D: Dims = { b: 2, s1: 40, h: 160, qLora: 96, n: 8, qkNope: 32, rope: 16, kvLora: 64, blockNum: 10, blockSize: 16 };
+
+const withFreshCaches = (i: MlaPrologInputs): MlaPrologInputs => ({ ...i, kvCache: cloneTensor(i.kvCache), krCache: cloneTensor(i.krCache) });
+
+describe('async twins', () => {
+  afterAll(() => setIsa('auto'));
+
+  it('give the same bytes as the sync call and keep the event loop turning', async () => {
+    setIsa('scalar'); // the slowest path makes the call long enough to watch the loop
+    const inputs = makeInputs(D, 1, { skip: 2 });
+    const a = withFreshCaches(inputs);
+    const b = withFreshCaches(inputs);
+    const sync = mlaProlog(a);
+    let ticks = 0;
+    let running = true;
+    const spin = (): void => {
+      ticks++;
+      if (running) setImmediate(spin);
+    };
+    setImmediate(spin);
+    const t0 = performance.now();
+    const pending = mlaPrologAsync(b);
+    const callMs = performance.now() - t0;
+    const r = await pending;
+    const totalMs = performance.now() - t0;
+    running = false;
+    expect(ticks).toBeGreaterThan(2);
+    expect(callMs).toBeLessThan(totalMs / 2);
+    expect(r.qNope.data).toEqual(sync.qNope.data);
+    expect(r.qRope.data).toEqual(sync.qRope.data);
+    expect(r.qNorm.data).toEqual(sync.qNorm.data);
+    expect(b.kvCache.data).toEqual(a.kvCache.data);
+    expect(b.krCache.data).toEqual(a.krCache.data);
+  });
+
+  it('prepared runAsync equals run; concurrent calls do not interfere', async () => {
+    setIsa('auto');
+    const inputs = makeInputs(D, 2);
+    const p = prepareMlaProlog(inputs);
+    const a = withFreshCaches(inputs);
+    const sync = p.run(a);
+    const others = [0, 1, 2].map(() => withFreshCaches(inputs));
+    const results = await Promise.all([...others.map((o) => p.runAsync(o)), mlaPrologAsync(withFreshCaches(inputs))]);
+    for (const [k, r] of results.entries()) {
+      if (k < 3) {
+        expect(r.qNope.data).toEqual(sync.qNope.data);
+        expect(others[k]!.kvCache.data).toEqual(a.kvCache.data);
+        expect(others[k]!.krCache.data).toEqual(a.krCache.data);
+      }
+      expect(r.qNope.data.some((v) => v !== 0)).toBe(true);
+    }
+    p.dispose();
+    await expect(p.runAsync(a)).rejects.toMatchObject({ code: 'DSA_E_STATE' });
+  });
+});
