@@ -1,0 +1,263 @@
+// Sparse flash attention: validation, work split and the per-(row, head group) flash loop.
+// Each task packs its heads' queries once, then walks the row's valid indices in tiles of kTile keys:
+// gather the rows through the block table (shared by every head of the task), logits for all heads,
+// online softmax, P·V. The hot loops are per ISA (sparse_flash_attn_isa.cc).
+#include "sparse_flash_attn_kernel.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "dsa/thread_pool.h"
+#include "sparse_flash_attn_isa.h"
+
+namespace dsa {
+namespace sfa {
+namespace {
+
+constexpr int64_t kTile = 64;          // keys per tile: 2 × 72 KB of key/value tiles at DeepSeek widths
+constexpr int64_t kMinGroupHeads = 16; // one vector of heads: below this a split costs more gathers than it saves
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+std::string at(int64_t a, int64_t b) { return "[" + std::to_string(a) + ", " + std::to_string(b) + "]"; }
+std::string at(int64_t a, int64_t b, int64_t c) {
+  return "[" + std::to_string(a) + ", " + std::to_string(b) + ", " + std::to_string(c) + "]";
+}
+
+Status err(Code c, const std::string& m) { return Status::Error(c, m); }
+
+int64_t row_eff(const Args& a, int64_t bi, int64_t i) {
+  const int64_t act = a.act_seqs[bi];
+  return a.sparse_mode == 3 ? act - (a.s1 - 1 - i) : act;
+}
+
+// Sizes of one task's scratch, in 64-byte aligned pieces.
+struct Plan {
+  int64_t d, dp2, dv16, hg, hpad_max;
+  int64_t keys, vint, qpack, s, ppair, o, vec;  // bytes of each piece
+  int64_t total() const { return keys + vint + qpack + s + ppair + o + 3 * vec; }
+};
+
+Plan make_plan(const Args& a, int64_t hg) {
+  Plan p;
+  p.d = a.kv_lora + a.rope;
+  p.dp2 = (p.d + 1) / 2;
+  p.dv16 = round_up(a.kv_lora, 16);
+  p.hg = hg;
+  p.hpad_max = round_up(hg, 16);
+  p.keys = round_up(kTile * p.dp2 * 4, 64);
+  p.vint = round_up(kTile / 2 * p.dv16 * 4, 64);
+  p.qpack = round_up(p.dp2 * p.hpad_max * 4, 64);
+  p.s = round_up(kTile * p.hpad_max * 4, 64);
+  p.ppair = round_up(kTile / 2 * p.hpad_max * 4, 64);
+  p.o = round_up(hg * p.dv16 * 4, 64);
+  p.vec = round_up(p.hpad_max * 4, 64);
+  return p;
+}
+
+// Per-thread scratch that grows to the largest plan seen and is then reused (pool threads persist).
+struct Scratch {
+  void* base = nullptr;
+  int64_t size = 0;
+  ~Scratch() { std::free(base); }
+  uint8_t* get(int64_t bytes) {
+    if (bytes > size) {
+      std::free(base);
+      base = std::aligned_alloc(64, static_cast<size_t>(round_up(bytes, 64)));
+      size = base ? bytes : 0;
+    }
+    return static_cast<uint8_t*>(base);
+  }
+};
+thread_local Scratch t_scratch;
+
+struct Kernels {
+  decltype(&scalar::sfa_scores) scores;
+  decltype(&scalar::sfa_softmax) softmax;
+  decltype(&scalar::sfa_pv) pv;
+  decltype(&scalar::sfa_interleave) interleave;
+};
+
+Kernels pick_kernels() {
+  return {dispatch(&scalar::sfa_scores, &avx2::sfa_scores, &avx512::sfa_scores),
+          dispatch(&scalar::sfa_softmax, &avx2::sfa_softmax, &avx512::sfa_softmax),
+          dispatch(&scalar::sfa_pv, &avx2::sfa_pv, &avx512::sfa_pv),
+          dispatch(&scalar::sfa_interleave, &avx2::sfa_interleave, &avx512::sfa_interleave)};
+}
+
+// Head groups per row: enough tasks to keep every thread busy (each split of a row repeats its gather).
+int64_t head_groups(int64_t rows, int64_t n, int threads) {
+  const int64_t gmax = (n + kMinGroupHeads - 1) / kMinGroupHeads;
+  int64_t g = 1;
+  while (g < gmax && rows * g < 8 * threads && (rows * g) % threads != 0) ++g;
+  return g;
+}
+
+using Clock = std::chrono::steady_clock;
+int64_t ns_since(Clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
+}
+
+// One (row, head group) task. Returns false only when scratch cannot be allocated.
+bool attend(const Args& a, const Kernels& k, const Plan& pl, float scale, int64_t row, int64_t h0) {
+  const Clock::time_point t_start = Clock::now();
+  int64_t gather_ns = 0;
+  const int64_t bi = row / a.s1, nh = std::min(pl.hg, a.n - h0), hv = (nh + 15) / 16, hpad = hv * 16;
+  const int64_t ldk = 2 * pl.dp2;
+  bf16_t* out = a.out + (row * a.n + h0) * a.kv_lora;
+
+  uint8_t* mem = t_scratch.get(pl.total());
+  if (!mem) return false;
+  bf16_t* keys = reinterpret_cast<bf16_t*>(mem);
+  uint32_t* vint = reinterpret_cast<uint32_t*>(mem += pl.keys);
+  uint32_t* qpack = reinterpret_cast<uint32_t*>(mem += pl.vint);
+  float* s = reinterpret_cast<float*>(mem += pl.qpack);
+  uint32_t* ppair = reinterpret_cast<uint32_t*>(mem += pl.s);
+  float* o = reinterpret_cast<float*>(mem += pl.ppair);
+  float* m = reinterpret_cast<float*>(mem += pl.o);
+  float* l = reinterpret_cast<float*>(mem += pl.vec);
+  float* alpha = reinterpret_cast<float*>(mem += pl.vec);
+
+  // q̃ = q_nope ‖ q_rope as pairs [dp2][hpad]; padding heads and the odd tail are zero.
+  std::memset(qpack, 0, static_cast<size_t>(pl.dp2 * hpad * 4));
+  bf16_t* q16 = reinterpret_cast<bf16_t*>(qpack);
+  for (int64_t h = 0; h < nh; ++h) {
+    const bf16_t* qn = a.q_nope + (row * a.n + h0 + h) * a.kv_lora;
+    const bf16_t* qr = a.q_rope + (row * a.n + h0 + h) * a.rope;
+    for (int64_t d = 0; d < pl.d; ++d) q16[((d >> 1) * hpad + h) * 2 + (d & 1)] = d < a.kv_lora ? qn[d] : qr[d - a.kv_lora];
+  }
+  for (int64_t h = 0; h < hpad; ++h) {
+    m[h] = -INFINITY;
+    l[h] = 0.0f;
+  }
+  std::memset(o, 0, static_cast<size_t>(nh * pl.dv16 * 4));
+
+  const int32_t* idx = a.indices + row * a.topk;
+  const int32_t* table = a.block_table + bi * a.max_blocks;
+  int64_t pos = 0, seen = 0;
+  for (;;) {
+    const Clock::time_point t_gather = Clock::now();
+    int64_t nt = 0;
+    for (; pos < a.topk && nt < kTile; ++pos) {
+      const int64_t p = idx[pos];
+      if (p < 0) continue;
+      const int64_t slot = static_cast<int64_t>(table[p / a.block_size]) * a.block_size + p % a.block_size;
+      bf16_t* dst = keys + nt * ldk;
+      std::memcpy(dst, a.kv_cache + slot * a.kv_lora, static_cast<size_t>(a.kv_lora) * 2);
+      if (a.rope) std::memcpy(dst + a.kv_lora, a.kr_cache + slot * a.rope, static_cast<size_t>(a.rope) * 2);
+      if (pl.d & 1) dst[pl.d] = 0;
+      ++nt;
+    }
+    if (nt == 0) break;
+    const int64_t np = (nt + 1) / 2;
+    for (int64_t jp = 0; jp < np; ++jp) {
+      const bf16_t* r1 = 2 * jp + 1 < nt ? keys + (2 * jp + 1) * ldk : nullptr;
+      k.interleave(keys + 2 * jp * ldk, r1, a.kv_lora, pl.dv16, vint + jp * pl.dv16);
+    }
+    if (a.profile) gather_ns += ns_since(t_gather);
+    seen += nt;
+
+    k.scores(keys, ldk, nt, qpack, pl.dp2, hv, scale, s);
+    k.softmax(s, nt, hv, m, l, alpha, ppair);
+    k.pv(ppair, hpad, np, vint, pl.dv16, alpha, o, nh);
+  }
+
+  if (seen == 0) {
+    std::memset(out, 0, static_cast<size_t>(nh * a.kv_lora) * 2);  // a row without keys: zeros, never NaN
+  } else {
+    for (int64_t h = 0; h < nh; ++h) {
+      const float inv = 1.0f / l[h];
+      for (int64_t c = 0; c < a.kv_lora; ++c) out[h * a.kv_lora + c] = f32_to_bf16(o[h * pl.dv16 + c] * inv);
+    }
+  }
+  if (a.profile) {
+    a.profile->gather_ns += gather_ns;
+    a.profile->total_ns += ns_since(t_start);
+  }
+  return true;
+}
+
+}  // namespace
+
+float default_softmax_scale(int64_t kv_lora, int64_t rope) noexcept {
+  return static_cast<float>(1.0 / std::sqrt(static_cast<double>(kv_lora + rope)));
+}
+
+Status validate(const Args& a) noexcept {
+  const struct { const char* name; int64_t v; } dims[] = {
+      {"b", a.b}, {"s1", a.s1}, {"n", a.n}, {"kv_lora", a.kv_lora}, {"rope", a.rope}, {"blocks", a.blocks},
+      {"block_size", a.block_size}, {"topk", a.topk}, {"max_blocks", a.max_blocks}};
+  for (const auto& d : dims)
+    if (d.v < 0) return err(Code::Shape, std::string(d.name) + ": expected a non-negative dimension, got " + std::to_string(d.v));
+  if (a.kv_lora < 1) return err(Code::Shape, "kv_lora: expected at least 1 latent column, got " + std::to_string(a.kv_lora));
+  if (a.block_size < 1) return err(Code::Shape, "block_size: expected at least 1, got " + std::to_string(a.block_size));
+  if (a.sparse_mode != 0 && a.sparse_mode != 3)
+    return err(Code::Argument, "sparseMode: expected 0 or 3, got " + std::to_string(a.sparse_mode));
+  if (!std::isfinite(a.softmax_scale) || a.softmax_scale < 0)
+    return err(Code::Argument, "softmaxScale: expected a finite positive number (0 = default), got " + std::to_string(a.softmax_scale));
+
+  const int64_t rows = a.b * a.s1;
+  const struct { const char* name; const void* p; int64_t count; } bufs[] = {
+      {"qNope", a.q_nope, rows * a.n * a.kv_lora}, {"qRope", a.q_rope, rows * a.n * a.rope},
+      {"kvCache", a.kv_cache, a.blocks * a.block_size * a.kv_lora}, {"krCache", a.kr_cache, a.blocks * a.block_size * a.rope},
+      {"indices", a.indices, rows * a.topk}, {"blockTable", a.block_table, a.b * a.max_blocks},
+      {"actSeqs", a.act_seqs, a.b}, {"out", a.out, rows * a.n * a.kv_lora}};
+  for (const auto& buf : bufs)
+    if (buf.count > 0 && buf.p == nullptr) return err(Code::Argument, std::string(buf.name) + ": expected a buffer, got null");
+
+  for (int64_t bi = 0; bi < a.b; ++bi)
+    if (a.act_seqs[bi] < 0)
+      return err(Code::Range, "actSeqs: expected a non-negative key count at [" + std::to_string(bi) + "], got " +
+                                  std::to_string(a.act_seqs[bi]));
+
+  const int64_t capacity = a.max_blocks * a.block_size;
+  for (int64_t bi = 0; bi < a.b; ++bi) {
+    for (int64_t i = 0; i < a.s1; ++i) {
+      const int64_t eff = row_eff(a, bi, i), limit = eff > 0 ? eff : 0;
+      const int32_t* idx = a.indices + (bi * a.s1 + i) * a.topk;
+      for (int64_t t = 0; t < a.topk; ++t) {
+        const int64_t p = idx[t];
+        if (p == -1) continue;
+        if (p < -1 || p >= limit)
+          return err(Code::Range, "indices: expected -1 or a position in [0, " + std::to_string(limit) + ") at " + at(bi, i, t) +
+                                      " (row eff = " + std::to_string(eff) + "), got " + std::to_string(p));
+        if (p >= capacity)
+          return err(Code::Range, "indices: position " + std::to_string(p) + " at " + at(bi, i, t) + " is past blockTable (" +
+                                      std::to_string(a.max_blocks) + " blocks of " + std::to_string(a.block_size) + " = " +
+                                      std::to_string(capacity) + " positions)");
+        const int64_t j = p / a.block_size, blk = a.block_table[bi * a.max_blocks + j];
+        if (blk < 0 || blk >= a.blocks)
+          return err(Code::Range, "blockTable: expected a block id in [0, " + std::to_string(a.blocks) + ") at " + at(bi, j) +
+                                      " (read for indices" + at(bi, i, t) + " = " + std::to_string(p) + "), got " +
+                                      std::to_string(blk));
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Status run(const Args& a) noexcept {
+  DSA_RETURN_IF_ERROR(validate(a));
+  const int64_t rows = a.b * a.s1;
+  if (rows == 0 || a.n == 0) return Status::Ok();
+  const float scale = a.softmax_scale > 0 ? a.softmax_scale : default_softmax_scale(a.kv_lora, a.rope);
+  const int64_t groups = head_groups(rows, a.n, num_threads());
+  const int64_t hg = groups == 1 ? a.n : round_up((a.n + groups - 1) / groups, 16);
+  const int64_t per_row = (a.n + hg - 1) / hg;
+  const Plan plan = make_plan(a, hg);
+  const Kernels k = pick_kernels();
+  std::atomic<bool> failed{false};
+  parallel_tasks(rows * per_row, [&](int64_t task, int) {
+    if (!attend(a, k, plan, scale, task / per_row, task % per_row * hg)) failed = true;
+  });
+  if (failed) return err(Code::Internal, "sparseFlashAttention: out of memory for the per-thread scratch");
+  return Status::Ok();
+}
+
+}  // namespace sfa
+}  // namespace dsa
