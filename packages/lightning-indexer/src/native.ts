@@ -1,6 +1,16 @@
-import { type ConfigurableAddon, loadAddon } from '@dsa/tensor-core';
+import { type Bf16Tensor, type ConfigurableAddon, type F32Tensor, type I32Tensor, loadAddon } from '@dsa/tensor-core';
 
-export type StageAddon = ConfigurableAddon;
+/** The addon's kernel entry points. Outputs are caller-allocated and fully overwritten. */
+export interface StageAddon extends ConfigurableAddon {
+  run(
+    query: Bf16Tensor, weights: Bf16Tensor, indexKCache: Bf16Tensor, blockTable: I32Tensor, actSeqs: I32Tensor,
+    indices: I32Tensor, scores: F32Tensor | null, topk: number, sparseMode: number,
+  ): void;
+  runAsync(
+    query: Bf16Tensor, weights: Bf16Tensor, indexKCache: Bf16Tensor, blockTable: I32Tensor, actSeqs: I32Tensor,
+    indices: I32Tensor, scores: F32Tensor | null, topk: number, sparseMode: number,
+  ): Promise<void>;
+}
 
 let addon: StageAddon | undefined;
 

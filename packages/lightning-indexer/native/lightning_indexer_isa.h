@@ -1,0 +1,29 @@
+// Per-ISA score kernels of the lightning indexer (lightning_indexer_isa.cc is compiled once per ISA,
+// into dsa::li::scalar, dsa::li::avx2 and dsa::li::avx512). Internal to the package and to addons
+// that compile its sources.
+#pragma once
+#include <cstdint>
+
+#include "dsa/bf16.h"
+#include "dsa/isa.h"
+
+namespace dsa {
+namespace li {
+
+// Bytes of one query row packed for this ISA's score kernel: the fp32 head weights and the
+// [heads, dim] query block in the layout the kernel streams (zero padded).
+DSA_DECLARE_ISA_FN(int64_t, query_bytes, (int64_t heads, int64_t dim))
+
+// Pack q [heads, dim] (row-major) and w [heads] into dst (query_bytes(heads, dim) bytes).
+DSA_DECLARE_ISA_FN(void, pack_query, (const bf16_t* q, const bf16_t* w, int64_t heads, int64_t dim, void* dst))
+
+// out[j] = sum_h w[h] * max(0, q[h, :] . keys[j * dim + :]) in fp32 for j < n: n key rows stored
+// contiguously (a run inside one cache block). Reads exactly n * dim key values.
+DSA_DECLARE_ISA_FN(void, score_run,
+                   (const void* qpack, int64_t heads, int64_t dim, const bf16_t* keys, int64_t n, float* out))
+
+}  // namespace li
+}  // namespace dsa
+
+// The copy of an li kernel for the active ISA (dsa/isa.h's DSA_DISPATCH, for the dsa::li namespaces).
+#define LI_DISPATCH(name) ::dsa::dispatch(&::dsa::li::scalar::name, &::dsa::li::avx2::name, &::dsa::li::avx512::name)

@@ -1,0 +1,128 @@
+// Radix select: three histogram rounds (11, 11 and 10 bits of the score rank, most significant first)
+// find the rank of the k-th best candidate; only the first round reads every element, the later ones
+// read the members of one bucket. One more pass emits the winners in position order, so equal
+// scores at the threshold go to the smaller positions. The k winners are then sorted with a stable
+// LSD radix sort on the rank.
+#include "lightning_indexer_topk.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace dsa {
+namespace li {
+namespace {
+
+inline uint32_t rank_of(float x) {
+  x += 0.0f;  // -0.0 -> +0.0: equal scores must tie
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint32_t ascending = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return ~ascending;
+}
+
+inline uint32_t rank_of(uint64_t c) { return static_cast<uint32_t>(c >> 32); }
+
+// The bucket that holds the need-th element (1-based) in ascending order; need becomes its rank
+// inside that bucket.
+inline uint32_t pick(const uint32_t* hist, uint32_t buckets, int64_t& need) {
+  for (uint32_t b = 0; b < buckets; ++b) {
+    if (need <= hist[b]) return b;
+    need -= hist[b];
+  }
+  return buckets - 1;  // unreachable when need <= total
+}
+
+struct Threshold {
+  uint32_t rank;       // rank of the k-th best
+  int64_t take_equal;  // how many of the elements with exactly that rank are selected
+};
+
+// 1 <= k < n. rank_at(i) is the rank of element i.
+template <class RankAt>
+Threshold find_threshold(const RankAt& rank_at, int64_t n, int64_t k, std::vector<uint32_t>& tmp) {
+  uint32_t hist[2048];
+  int64_t need = k;
+  std::memset(hist, 0, sizeof(hist));
+  for (int64_t i = 0; i < n; ++i) ++hist[rank_at(i) >> 21];
+  const uint32_t b1 = pick(hist, 2048, need);
+  tmp.resize(hist[b1]);
+  int64_t m = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t r = rank_at(i);
+    if ((r >> 21) == b1) tmp[m++] = r;
+  }
+  std::memset(hist, 0, sizeof(hist));
+  for (int64_t i = 0; i < m; ++i) ++hist[(tmp[i] >> 10) & 2047];
+  const uint32_t b2 = pick(hist, 2048, need);
+  int64_t m2 = 0;
+  for (int64_t i = 0; i < m; ++i)
+    if (((tmp[i] >> 10) & 2047) == b2) tmp[m2++] = tmp[i];
+  std::memset(hist, 0, 1024 * sizeof(uint32_t));
+  for (int64_t i = 0; i < m2; ++i) ++hist[tmp[i] & 1023];
+  const uint32_t b3 = pick(hist, 1024, need);
+  return {(b1 << 21) | (b2 << 10) | b3, need};
+}
+
+}  // namespace
+
+uint64_t make_candidate(float score, int32_t pos) {
+  return (static_cast<uint64_t>(rank_of(score)) << 32) | static_cast<uint32_t>(pos);
+}
+
+int64_t select_scores(const float* scores, int64_t n, int32_t pos0, int64_t k, uint64_t* out, SelectScratch& s) {
+  if (n <= k) {
+    for (int64_t i = 0; i < n; ++i) out[i] = make_candidate(scores[i], pos0 + static_cast<int32_t>(i));
+    return n;
+  }
+  const Threshold t = find_threshold([scores](int64_t i) { return rank_of(scores[i]); }, n, k, s.ranks);
+  int64_t m = 0, equal = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t r = rank_of(scores[i]);
+    if (r < t.rank || (r == t.rank && equal++ < t.take_equal))
+      out[m++] = (static_cast<uint64_t>(r) << 32) | static_cast<uint32_t>(pos0 + static_cast<int32_t>(i));
+  }
+  return m;
+}
+
+int64_t select_candidates(uint64_t* c, int64_t n, int64_t k, SelectScratch& s) {
+  if (n <= k) return n;
+  const Threshold t = find_threshold([c](int64_t i) { return rank_of(c[i]); }, n, k, s.ranks);
+  int64_t m = 0, equal = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t r = rank_of(c[i]);
+    if (r < t.rank || (r == t.rank && equal++ < t.take_equal)) c[m++] = c[i];
+  }
+  return m;
+}
+
+void sort_candidates(uint64_t* c, int64_t n, SelectScratch& s) {
+  if (n < 256) {  // candidates are distinct, so a plain sort gives the same order
+    std::sort(c, c + n);
+    return;
+  }
+  s.sorted.resize(static_cast<size_t>(n));
+  uint64_t* src = c;
+  uint64_t* dst = s.sorted.data();
+  static constexpr int kShift[3] = {32, 43, 54};
+  static constexpr uint32_t kMask[3] = {2047, 2047, 1023};
+  uint32_t hist[2048];
+  for (int pass = 0; pass < 3; ++pass) {
+    const int sh = kShift[pass];
+    const uint32_t mask = kMask[pass];
+    std::memset(hist, 0, sizeof(hist));
+    for (int64_t i = 0; i < n; ++i) ++hist[(src[i] >> sh) & mask];
+    if (hist[(src[0] >> sh) & mask] == n) continue;  // one digit value: nothing to reorder
+    uint32_t sum = 0;
+    for (uint32_t b = 0; b <= mask; ++b) {
+      const uint32_t h = hist[b];
+      hist[b] = sum;
+      sum += h;
+    }
+    for (int64_t i = 0; i < n; ++i) dst[hist[(src[i] >> sh) & mask]++] = src[i];
+    std::swap(src, dst);
+  }
+  if (src != c) std::memcpy(c, src, static_cast<size_t>(n) * sizeof(uint64_t));
+}
+
+}  // namespace li
+}  // namespace dsa
