@@ -1,1 +1,92 @@
+import { DsaError, ErrorCode, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import { runChain, runChainAsync, type OperatorResult } from './chain.js';
+import { checkStep, checkWeights, resolveOptions, type LayerWeights, type SparseAttentionInputs, type StepInputs } from './inputs.js';
+import { DsaLayer } from './layer.js';
+import type { SparseAttentionOptions } from './presets.js';
+
+export { presets, type PresetName, type SparseAttentionOptions } from './presets.js';
+export { DsaLayer, type LayerTimes } from './layer.js';
+export { PagedCacheManager, type PagedCacheConfig, type StepPlan } from './cache-manager.js';
+export type { LayerWeights, StepInputs, SparseAttentionInputs, OperatorDims } from './inputs.js';
+export type { OperatorResult, StageTimes } from './chain.js';
 export { nativeAddon } from './native.js';
+
+const WEIGHT_KEYS = ['wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv', 'wIdxQb', 'wIdxK', 'wIdxProj', 'inGammaK', 'inBetaK'] as const;
+const STEP_KEYS = ['x', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache', 'blockTable', 'actSeqs', 'indexKCache'] as const;
+
+/**
+ * Layers prepared by plain `sparseAttention` calls, keyed by the wDq buffer. A hit needs the same 11
+ * buffers with the same sampled fingerprints; weights must not be changed in place between calls
+ * (a change the sample misses would go unnoticed: use a new buffer, or a DsaLayer you control).
+ */
+const prepared = new WeakMap<object, { buffers: readonly object[]; prints: readonly number[]; layer: DsaLayer }>();
+
+function fingerprint(data: ArrayLike<number>): number {
+  let h = 0x811c9dc5 ^ data.length;
+  const step = Math.max(1, Math.floor(data.length / 257));
+  for (let i = 0; i < data.length; i += step) h = Math.imul(h ^ data[i]!, 0x01000193);
+  if (data.length > 0) h = Math.imul(h ^ data[data.length - 1]!, 0x01000193);
+  return h >>> 0;
+}
+
+function layerFor(w: LayerWeights): DsaLayer {
+  const buffers = WEIGHT_KEYS.map((k) => w[k].data);
+  const prints = buffers.map(fingerprint);
+  const hit = prepared.get(buffers[0]!);
+  if (hit && hit.buffers.every((b, i) => b === buffers[i]) && hit.prints.every((p, i) => p === prints[i])) return hit.layer;
+  hit?.layer.dispose();
+  const layer = new DsaLayer(w);
+  prepared.set(buffers[0]!, { buffers, prints, layer });
+  return layer;
+}
+
+function split(inputs: SparseAttentionInputs): [LayerWeights, StepInputs] {
+  if (typeof inputs !== 'object' || inputs === null) {
+    throw new DsaError(ErrorCode.ARGUMENT, `inputs: expected an object with the operator's 20 tensors, got ${String(inputs)}`, 'inputs');
+  }
+  const w = Object.fromEntries(WEIGHT_KEYS.map((k) => [k, inputs[k]])) as unknown as LayerWeights;
+  const s = Object.fromEntries(STEP_KEYS.map((k) => [k, inputs[k]])) as unknown as StepInputs;
+  return [w, s];
+}
+
+/**
+ * The whole DSA operator (`npu_sparse_attention_pto`): writes the new tokens into kvCache, krCache
+ * and indexKCache, selects topk keys per query row and returns the latent attention output
+ * `out` [b, s1, n, kv_lora] (bf16), plus `indices` [b, s1, topk] with `returnIndices`.
+ * mode 'fused' (default) makes one native call on weights prepared once per weight set and reused
+ * by later calls with the same buffers; 'chain' calls the four stage packages.
+ */
+export function sparseAttention(inputs: SparseAttentionInputs, options: SparseAttentionOptions = {}): OperatorResult {
+  const [w, s] = split(inputs);
+  if (options?.mode === 'chain') {
+    const d = checkStep(s, checkWeights(w));
+    return runChain(inputs, resolveOptions(options, d.kvLora, d.rope));
+  }
+  return layerFor(w).forward(s, options);
+}
+
+/** `sparseAttention` without blocking the event loop (same bytes). */
+export async function sparseAttentionAsync(inputs: SparseAttentionInputs, options: SparseAttentionOptions = {}): Promise<OperatorResult> {
+  const [w, s] = split(inputs);
+  if (options?.mode === 'chain') {
+    const d = checkStep(s, checkWeights(w));
+    return runChainAsync(inputs, resolveOptions(options, d.kvLora, d.rope));
+  }
+  return layerFor(w).forwardAsync(s, options);
+}
+
+/**
+ * The seed's positional form, in its argument order (sin before cos); returns `out`.
+ */
+export function npuSparseAttentionPto(
+  x: Bf16Tensor, wDq: Bf16Tensor, wUqQr: Bf16Tensor, wUk: Bf16Tensor, wDkvKr: Bf16Tensor, gammaCq: Bf16Tensor,
+  gammaCkv: Bf16Tensor, sin: Bf16Tensor, cos: Bf16Tensor, cacheIndex: I32Tensor, kvCache: Bf16Tensor, krCache: Bf16Tensor,
+  blockTable: I32Tensor, actSeqs: I32Tensor, wIdxQb: Bf16Tensor, wIdxK: Bf16Tensor, wIdxProj: Bf16Tensor,
+  inGammaK: Bf16Tensor, inBetaK: Bf16Tensor, indexKCache: Bf16Tensor, options: SparseAttentionOptions = {},
+): Bf16Tensor {
+  return sparseAttention(
+    { x, wDq, wUqQr, wUk, wDkvKr, gammaCq, gammaCkv, sin, cos, cacheIndex, kvCache, krCache, blockTable, actSeqs, wIdxQb,
+      wIdxK, wIdxProj, inGammaK, inBetaK, indexKCache },
+    { ...options, returnIndices: false },
+  ).out;
+}

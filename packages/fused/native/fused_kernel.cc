@@ -1,0 +1,196 @@
+#include "fused_kernel.h"
+
+#include <chrono>
+
+#include "dsa/thread_pool.h"
+#include "indexer_prolog_kernel.h"
+#include "lightning_indexer_kernel.h"
+#include "mla_prolog_kernel.h"
+#include "sparse_flash_attn_kernel.h"
+
+namespace dsa {
+namespace fused {
+namespace {
+
+bf16_t element(const WeightView& w, int64_t k, int64_t n) {
+  switch (w.format) {
+    case WeightFormat::ND: return w.data[k * w.N + n];
+    case WeightFormat::NZ: return w.data[(n >> 4) * w.K * 16 + k * 16 + (n & 15)];
+    case WeightFormat::NT: return w.data[n * w.K + k];
+    case WeightFormat::Packed:
+      return w.data[((n >> 4) * (packed_k(w.K) / 2) + (k >> 1)) * 32 + (n & 15) * 2 + (k & 1)];
+  }
+  return 0;
+}
+
+Status check_weight(const char* name, const WeightView& w, int64_t K, int64_t N) {
+  if (w.data == nullptr || w.K != K || w.N != N)
+    return Status::Error(Code::Shape, std::string(name) + ": expected [" + std::to_string(K) + ", " + std::to_string(N) +
+                                          "], got [" + std::to_string(w.K) + ", " + std::to_string(w.N) + "]");
+  return Status::Ok();
+}
+
+std::vector<bf16_t> packed(const WeightView& w) {
+  std::vector<bf16_t> out(static_cast<size_t>(packed_elements(w.K, w.N)));
+  pack_weights(w, out.data());
+  return out;
+}
+
+template <class T>
+void grow(std::vector<T>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+}
+
+double ms_since(std::chrono::steady_clock::time_point& t) {
+  auto now = std::chrono::steady_clock::now();
+  double ms = std::chrono::duration<double, std::milli>(now - t).count();
+  t = now;
+  return ms;
+}
+
+}  // namespace
+
+int64_t Prepared::bytes() const {
+  return 2 * static_cast<int64_t>(w_x.size() + w_uq_qr.size() + w_uk.size() + w_idx_qb.size() + gamma_cq.size() +
+                                  gamma_ckv.size() + gamma_k.size() + beta_k.size());
+}
+
+Status prepare(const WeightsIn& in, Prepared* out) noexcept {
+  const Dims& d = in.d;
+  if (d.h <= 0 || d.q_lora <= 0 || d.n <= 0 || d.qk_nope <= 0 || d.kv_lora <= 0 || d.rope <= 0 || d.rope % 2 ||
+      d.idx_heads <= 0 || d.idx_dim < d.rope)
+    return Status::Error(Code::Shape, "weights: inconsistent layer dimensions");
+  DSA_RETURN_IF_ERROR(check_weight("wDq", in.w_dq, d.h, d.q_lora));
+  DSA_RETURN_IF_ERROR(check_weight("wUqQr", in.w_uq_qr, d.q_lora, d.n * (d.qk_nope + d.rope)));
+  DSA_RETURN_IF_ERROR(check_weight("wDkvKr", in.w_dkv_kr, d.h, d.kv_lora + d.rope));
+  DSA_RETURN_IF_ERROR(check_weight("wIdxQb", in.w_idx_qb, d.q_lora, d.idx_heads * d.idx_dim));
+  DSA_RETURN_IF_ERROR(check_weight("wIdxK", in.w_idx_k, d.h, d.idx_dim));
+  DSA_RETURN_IF_ERROR(check_weight("wIdxProj", in.w_idx_proj, d.h, d.idx_heads));
+  if (!in.w_uk || !in.gamma_cq || !in.gamma_ckv || !in.gamma_k || !in.beta_k)
+    return Status::Error(Code::Argument, "weights: a weight is missing");
+  try {
+    Prepared p;
+    p.d = d;
+    // Join the four x-side weights column-wise, then pack the result once.
+    const int64_t cols = d.x_cols();
+    std::vector<bf16_t> joined(static_cast<size_t>(d.h * cols));
+    const WeightView* parts[] = {&in.w_dq, &in.w_dkv_kr, &in.w_idx_k, &in.w_idx_proj};
+    parallel_for(d.h, 64, [&](int64_t k0, int64_t k1, int) {
+      for (int64_t k = k0; k < k1; ++k) {
+        int64_t c = 0;
+        for (const WeightView* w : parts)
+          for (int64_t n = 0; n < w->N; ++n) joined[k * cols + c++] = element(*w, k, n);
+      }
+    });
+    p.w_x = packed(WeightView{joined.data(), d.h, cols, WeightFormat::ND});
+    p.w_uq_qr = packed(in.w_uq_qr);
+    p.w_idx_qb = packed(in.w_idx_qb);
+    p.w_uk.resize(static_cast<size_t>(mla::packed_w_uk_elements(d.n, d.qk_nope, d.kv_lora)));
+    mla::pack_w_uk(in.w_uk, d.n, d.qk_nope, d.kv_lora, p.w_uk.data());
+    p.gamma_cq.assign(in.gamma_cq, in.gamma_cq + d.q_lora);
+    p.gamma_ckv.assign(in.gamma_ckv, in.gamma_ckv + d.kv_lora);
+    p.gamma_k.assign(in.gamma_k, in.gamma_k + d.idx_dim);
+    p.beta_k.assign(in.beta_k, in.beta_k + d.idx_dim);
+    *out = std::move(p);
+  } catch (const std::bad_alloc&) {
+    return Status::Error(Code::Internal, "weights: out of memory while preparing the layer");
+  }
+  return Status::Ok();
+}
+
+Status run(const Prepared& p, const Step& s, Workspace& ws, Times* times) noexcept {
+  const Dims& d = p.d;
+  const int64_t T = s.b * s.s1;
+  if (s.b < 0 || s.s1 < 0 || s.block_num < 0 || s.block_size <= 0 || s.max_blocks < 0 || !s.out)
+    return Status::Error(Code::Argument, "inputs: inconsistent call dimensions");
+  if (T == 0) return Status::Ok();
+  if (!s.x || !s.sin || !s.cos || !s.cache_index || !s.block_table || !s.act_seqs || !s.kv_cache || !s.kr_cache ||
+      !s.index_k_cache)
+    return Status::Error(Code::Argument, "inputs: a tensor is missing");
+  try {
+    grow(ws.proj, T * d.x_cols());
+    grow(ws.q_nope, T * d.n * d.kv_lora);
+    grow(ws.q_rope, T * d.n * d.rope);
+    grow(ws.q_norm, T * d.q_lora);
+    grow(ws.query, T * d.idx_heads * d.idx_dim);
+    grow(ws.weights, T * d.idx_heads);
+    if (!s.indices) grow(ws.indices, T * s.topk);
+  } catch (const std::bad_alloc&) {
+    return Status::Error(Code::Internal, "inputs: out of memory for the workspace");
+  }
+  const int64_t cache_rows = s.block_num * s.block_size;
+
+  mla::Args m;
+  m.T = T; m.h = d.h; m.q_lora = d.q_lora; m.n = d.n; m.qk_nope = d.qk_nope; m.rope = d.rope; m.kv_lora = d.kv_lora;
+  m.block_num = s.block_num; m.block_size = s.block_size;
+  m.w_uq_qr = WeightView{p.w_uq_qr.data(), d.q_lora, d.n * (d.qk_nope + d.rope), WeightFormat::Packed};
+  m.w_uk = p.w_uk.data(); m.w_uk_format = WeightFormat::Packed;
+  m.gamma_cq = p.gamma_cq.data(); m.gamma_ckv = p.gamma_ckv.data();
+  m.sin = s.sin; m.cos = s.cos; m.cache_index = s.cache_index;
+  m.kv_cache = s.kv_cache; m.kr_cache = s.kr_cache;
+  m.q_nope = ws.q_nope.data(); m.q_rope = ws.q_rope.data(); m.q_norm = ws.q_norm.data();
+  m.rms_norm_eps = s.rms_norm_eps;
+
+  ip::Args q;
+  q.tokens = T; q.hidden = d.h; q.q_lora = d.q_lora; q.heads = d.idx_heads; q.head_dim = d.idx_dim; q.rope = d.rope;
+  q.cache_rows = cache_rows; q.q_norm = ws.q_norm.data();
+  q.w_qb = WeightView{p.w_idx_qb.data(), d.q_lora, d.idx_heads * d.idx_dim, WeightFormat::Packed};
+  q.gamma_k = p.gamma_k.data(); q.beta_k = p.beta_k.data();
+  q.sin = s.sin; q.cos = s.cos; q.cache_index = s.cache_index; q.index_k_cache = s.index_k_cache;
+  q.query = ws.query.data(); q.weights = ws.weights.data();
+  q.layer_norm_eps = static_cast<float>(s.layer_norm_eps);
+  q.rope_mode = s.indexer_rope == 1 ? ip::RopeMode::Half : ip::RopeMode::Interleaved;
+
+  li::Args l;
+  l.query = ws.query.data(); l.weights = ws.weights.data(); l.index_k_cache = s.index_k_cache;
+  l.block_table = s.block_table; l.act_seqs = s.act_seqs;
+  l.b = s.b; l.s1 = s.s1; l.heads = d.idx_heads; l.dim = d.idx_dim;
+  l.block_num = s.block_num; l.block_size = s.block_size; l.max_blocks = s.max_blocks;
+  l.topk = s.topk; l.sparse_mode = s.sparse_mode;
+  l.indices = s.indices ? s.indices : ws.indices.data();
+
+  sfa::Args a;
+  a.q_nope = ws.q_nope.data(); a.q_rope = ws.q_rope.data(); a.kv_cache = s.kv_cache; a.kr_cache = s.kr_cache;
+  a.indices = l.indices; a.block_table = s.block_table; a.act_seqs = s.act_seqs; a.out = s.out;
+  a.b = s.b; a.s1 = s.s1; a.n = d.n; a.kv_lora = d.kv_lora; a.rope = d.rope;
+  a.blocks = s.block_num; a.block_size = s.block_size; a.topk = s.topk; a.max_blocks = s.max_blocks;
+  a.softmax_scale = static_cast<float>(s.softmax_scale); a.sparse_mode = s.sparse_mode;
+
+  // Everything is checked before the first cache write. The attention's index checks need the
+  // indexer's output, which is valid by construction; its other checks run here on -1 indices.
+  // mla::validate wants the x side too; it checks shapes only, so describe the joined weight's
+  // columns as the two views (run_from_projections below does not read them).
+  m.x = s.x;
+  m.w_dq = WeightView{p.w_x.data(), d.h, d.q_lora, WeightFormat::Packed};
+  m.w_dkv_kr = WeightView{p.w_x.data(), d.h, d.kv_lora + d.rope, WeightFormat::Packed};
+  DSA_RETURN_IF_ERROR(mla::validate(m));
+  m.x = nullptr;
+  m.w_dq = m.w_dkv_kr = WeightView{};
+  DSA_RETURN_IF_ERROR(ip::validate_from_projections(q));
+  DSA_RETURN_IF_ERROR(li::validate(l));
+  std::fill(l.indices, l.indices + T * s.topk, -1);
+  DSA_RETURN_IF_ERROR(sfa::validate(a));
+
+  auto t = std::chrono::steady_clock::now();
+  Times tm;
+  GemmOut proj{ws.proj.data(), d.x_cols(), OutType::F32, false};
+  if (!matmul(s.x, d.h, T, WeightView{p.w_x.data(), d.h, d.x_cols(), WeightFormat::Packed}, proj))
+    return Status::Error(Code::Internal, "x: projection failed");
+  tm.projections = ms_since(t);
+  const float* pr = ws.proj.data();
+  const int64_t ld = d.x_cols();
+  DSA_RETURN_IF_ERROR(mla::run_from_projections(m, pr, ld, pr + d.q_lora, ld));
+  tm.mla_prolog = ms_since(t);
+  const int64_t k_off = d.q_lora + d.kv_lora + d.rope;
+  DSA_RETURN_IF_ERROR(ip::run_from_projections(q, pr + k_off, ld, pr + k_off + d.idx_dim, ld));
+  tm.indexer_prolog = ms_since(t);
+  DSA_RETURN_IF_ERROR(li::run(l));
+  tm.lightning_indexer = ms_since(t);
+  DSA_RETURN_IF_ERROR(sfa::run(a));
+  tm.sparse_flash_attention = ms_since(t);
+  if (times) *times = tm;
+  return Status::Ok();
+}
+
+}  // namespace fused
+}  // namespace dsa

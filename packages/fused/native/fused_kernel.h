@@ -1,0 +1,73 @@
+// The whole DSA operator as one native call over the four stages' kernels (compiled into this
+// addon): one pass over x for the four products that read it (x @ [W_DQ | W_DKVKR | W_idx_k |
+// W_idx_proj], one packed weight prepared once), then the two prologs from those products, the
+// lightning indexer and the sparse attention, with every intermediate in a reused workspace.
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "dsa/gemm.h"
+#include "dsa/status.h"
+
+namespace dsa {
+namespace fused {
+
+struct Dims {
+  int64_t h = 0, q_lora = 0, n = 0, qk_nope = 0, kv_lora = 0, rope = 0, idx_heads = 0, idx_dim = 0;
+  int64_t x_cols() const { return q_lora + kv_lora + rope + idx_dim + idx_heads; }
+};
+
+// The layer's weights as given (any of ND, NZ, Packed for the 2-D ones).
+struct WeightsIn {
+  Dims d;
+  WeightView w_dq, w_uq_qr, w_dkv_kr, w_idx_qb, w_idx_k, w_idx_proj;
+  const bf16_t* w_uk = nullptr;  // [n, qk_nope, kv_lora] ND
+  const bf16_t *gamma_cq = nullptr, *gamma_ckv = nullptr, *gamma_k = nullptr, *beta_k = nullptr;
+};
+
+// The weights in the kernels' layouts, owned here (the caller's buffers are not needed afterwards).
+struct Prepared {
+  Dims d;
+  std::vector<bf16_t> w_x;       // packed [h, x_cols]: W_DQ | W_DKVKR | W_idx_k | W_idx_proj
+  std::vector<bf16_t> w_uq_qr;   // packed [q_lora, n*(qk_nope+rope)]
+  std::vector<bf16_t> w_uk;      // mla::pack_w_uk layout
+  std::vector<bf16_t> w_idx_qb;  // packed [q_lora, idx_heads*idx_dim]
+  std::vector<bf16_t> gamma_cq, gamma_ckv, gamma_k, beta_k;
+  int64_t bytes() const;
+};
+
+Status prepare(const WeightsIn& in, Prepared* out) noexcept;
+
+struct Step {
+  int64_t b = 0, s1 = 0, block_num = 0, block_size = 0, max_blocks = 0;
+  const bf16_t *x = nullptr, *sin = nullptr, *cos = nullptr;  // [b,s1,h], [b,s1,rope] x2
+  const int32_t* cache_index = nullptr;                       // [b, s1]
+  const int32_t* block_table = nullptr;                       // [b, max_blocks]
+  const int32_t* act_seqs = nullptr;                          // [b]
+  bf16_t *kv_cache = nullptr, *kr_cache = nullptr, *index_k_cache = nullptr;  // updated in place
+  double softmax_scale = 0, rms_norm_eps = 1e-5, layer_norm_eps = 1e-6;
+  int indexer_rope = 0;  // 0 interleaved, 1 half
+  int64_t topk = 2048;
+  int sparse_mode = 3;
+  bf16_t* out = nullptr;       // [b, s1, n, kv_lora]
+  int32_t* indices = nullptr;  // optional [b, s1, topk]; null: kept in the workspace
+};
+
+// Milliseconds per phase of the last run.
+struct Times {
+  double projections = 0, mla_prolog = 0, indexer_prolog = 0, lightning_indexer = 0, sparse_flash_attention = 0;
+};
+
+// Intermediates reused from call to call (grown, never shrunk).
+struct Workspace {
+  std::vector<float> proj;
+  std::vector<bf16_t> q_nope, q_rope, q_norm, query, weights;
+  std::vector<int32_t> indices;
+};
+
+// Validates everything the four stages will read or write before anything is written, then runs.
+Status run(const Prepared& p, const Step& s, Workspace& ws, Times* times) noexcept;
+
+}  // namespace fused
+}  // namespace dsa

@@ -1,0 +1,112 @@
+import { DimBinder, DsaError, ErrorCode, packWeights, type Bf16Tensor } from '@dsa/tensor-core';
+import { runChain, runChainAsync, type OperatorResult, type StageTimes } from './chain.js';
+import { checkStep, checkWeights, resolveOptions, type LayerWeights, type OperatorDims, type ResolvedOptions, type StepInputs } from './inputs.js';
+import { callNative, nativeAddon, type NativeLayer, type NativeResult } from './native.js';
+import type { SparseAttentionOptions } from './presets.js';
+
+const PACKABLE = ['wDq', 'wUqQr', 'wDkvKr', 'wIdxQb', 'wIdxK', 'wIdxProj'] as const;
+
+/** Per-phase wall times of the last forward call, in ms. */
+export type LayerTimes = Partial<StageTimes & { projections: number }>;
+
+/**
+ * One DSA layer with its weights prepared once: for 'fused' the fused addon packs them (and joins
+ * the four x-side weights into one, so x is read once per call) in native memory; for 'chain' each
+ * 2-D weight is packed with packWeights. Then `forward` runs decode steps or prefill chunks on the
+ * caller's caches. The original weight buffers are not used after preparation, so they may be
+ * dropped. Call `dispose()` to free the native memory early.
+ */
+export class DsaLayer {
+  readonly options: SparseAttentionOptions;
+  /** Phase times of the last forward call (ms). */
+  lastTimes: LayerTimes = {};
+  private weights: LayerWeights | undefined;
+  private readonly dims: DimBinder;
+  private native: NativeLayer | undefined;
+  private packed: LayerWeights | undefined;
+  private disposed = false;
+
+  constructor(weights: LayerWeights, options: SparseAttentionOptions = {}) {
+    this.dims = checkWeights(weights);
+    resolveOptions(options, this.dims.get('kv_lora'), this.dims.get('rope'));
+    this.weights = weights;
+    this.options = { ...options };
+  }
+
+  /** Run the operator for one call's tokens; options override the layer's. */
+  forward(step: StepInputs, options: SparseAttentionOptions = {}): OperatorResult {
+    const [o, d] = this.check(step, options);
+    if (d.b === 0 || d.s1 === 0) return emptyResult(d, o);
+    if (o.mode === 'chain') {
+      const times: StageTimes = { mlaProlog: 0, indexerProlog: 0, lightningIndexer: 0, sparseFlashAttention: 0 };
+      const r = runChain({ ...this.chainWeights(), ...step }, o, times);
+      this.lastTimes = times;
+      return r;
+    }
+    const layer = this.nativeLayer();
+    return this.fromNative(callNative(() => layer.forward(step, o)));
+  }
+
+  /** The same without blocking the event loop. Do not touch the caches until it settles. */
+  async forwardAsync(step: StepInputs, options: SparseAttentionOptions = {}): Promise<OperatorResult> {
+    const [o, d] = this.check(step, options);
+    if (d.b === 0 || d.s1 === 0) return emptyResult(d, o);
+    if (o.mode === 'chain') return runChainAsync({ ...this.chainWeights(), ...step }, o);
+    const layer = this.nativeLayer();
+    try {
+      return this.fromNative(await layer.forwardAsync(step, o));
+    } catch (e) {
+      throw callNative(() => {
+        throw e;
+      });
+    }
+  }
+
+  /** Free the prepared weights now (later calls throw DSA_E_STATE). */
+  dispose(): void {
+    this.native?.dispose();
+    this.native = undefined;
+    this.packed = undefined;
+    this.weights = undefined;
+    this.disposed = true;
+  }
+
+  /** Bytes of prepared weights held in native memory (0 until the first fused call). */
+  get nativeBytes(): number {
+    return this.native?.bytes ?? 0;
+  }
+
+  private check(step: StepInputs, options: SparseAttentionOptions): [ResolvedOptions, OperatorDims] {
+    if (this.disposed) throw new DsaError(ErrorCode.STATE, 'layer: this DsaLayer was disposed', 'layer');
+    if (typeof step !== 'object' || step === null) throw new DsaError(ErrorCode.ARGUMENT, `inputs: expected an object of tensors, got ${String(step)}`, 'inputs');
+    const dims = this.dims.clone();
+    const d = checkStep(step, dims);
+    return [resolveOptions({ ...this.options, ...options }, d.kvLora, d.rope), d];
+  }
+
+  private nativeLayer(): NativeLayer {
+    this.native ??= callNative(() => new (nativeAddon().Layer)(this.weights!));
+    return this.native;
+  }
+
+  private chainWeights(): LayerWeights {
+    if (this.packed === undefined) {
+      const w = { ...this.weights! };
+      for (const k of PACKABLE) if (w[k].format !== 'PACKED') w[k] = packWeights(w[k]);
+      this.packed = w;
+    }
+    return this.packed;
+  }
+
+  private fromNative(r: NativeResult): OperatorResult {
+    this.lastTimes = r.times;
+    return r.indices ? { out: r.out, indices: r.indices } : { out: r.out };
+  }
+}
+
+function emptyResult(d: OperatorDims, o: ResolvedOptions): OperatorResult {
+  const out: Bf16Tensor = { dtype: 'bfloat16', shape: [d.b, d.s1, d.n, d.kvLora], data: new Uint16Array(0), format: 'ND' };
+  return o.returnIndices
+    ? { out, indices: { dtype: 'int32', shape: [d.b, d.s1, o.topk], data: new Int32Array(0), format: 'ND' } }
+    : { out };
+}
