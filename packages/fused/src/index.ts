@@ -19,19 +19,22 @@ const STEP_KEYS = ['x', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache', 'block
  * buffers with the same sampled fingerprints; weights must not be changed in place between calls
  * (a change the sample misses would go unnoticed: use a new buffer, or a DsaLayer you control).
  */
-const prepared = new WeakMap<object, { buffers: readonly object[]; prints: readonly number[]; layer: DsaLayer }>();
+const prepared = new WeakMap<object, { buffers: readonly object[]; prints: readonly string[]; layer: DsaLayer }>();
 
-function fingerprint(data: ArrayLike<number>): number {
+/** Shape, format and a sample of the contents: what must match for a prepared layer to be reused. */
+function fingerprint(t: { shape?: readonly number[]; format?: string; data: ArrayLike<number> }): string {
+  const data = t.data;
   let h = 0x811c9dc5 ^ data.length;
   const step = Math.max(1, Math.floor(data.length / 257));
   for (let i = 0; i < data.length; i += step) h = Math.imul(h ^ data[i]!, 0x01000193);
   if (data.length > 0) h = Math.imul(h ^ data[data.length - 1]!, 0x01000193);
-  return h >>> 0;
+  return `${t.format ?? 'ND'}:${String(t.shape)}:${h >>> 0}`;
 }
 
 function layerFor(w: LayerWeights): DsaLayer {
+  checkWeights(w);
   const buffers = WEIGHT_KEYS.map((k) => w[k].data);
-  const prints = buffers.map(fingerprint);
+  const prints = WEIGHT_KEYS.map((k) => fingerprint(w[k]));
   const hit = prepared.get(buffers[0]!);
   if (hit && hit.buffers.every((b, i) => b === buffers[i]) && hit.prints.every((p, i) => p === prints[i])) return hit.layer;
   hit?.layer.dispose();

@@ -1,0 +1,271 @@
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  clone, compareBf16, isDsaError, readGoldenCase, setIsa, toFloat32, type Bf16Tensor, type I32Tensor, type Isa,
+  cpuFeatures,
+} from '@dsa/tensor-core';
+import {
+  DsaLayer, npuSparseAttentionPto, PagedCacheManager, presets, sparseAttention, sparseAttentionAsync,
+  type SparseAttentionInputs, type SparseAttentionOptions,
+} from '../src/index.js';
+import { sparseAttentionReference } from '../src/reference.js';
+import { changedRows, randomProblem, topkMismatches, withFreshCaches } from './helpers.js';
+
+const GOLDEN = join(import.meta.dirname, '../../../../shared/golden');
+const CASES = ['tiny', 'mtp-empty-row', 'prefill', 'model-heads', 'skip-slot'];
+afterAll(() => setIsa('auto'));
+
+function expectClose(actual: Bf16Tensor, expected: Bf16Tensor, what: string): void {
+  const r = compareBf16(toFloat32(actual), toFloat32(expected));
+  expect(r.relL2, `${what} relative L2`).toBeLessThanOrEqual(1e-2);
+  expect(r.close, `${what} isclose fraction`).toBeGreaterThanOrEqual(0.97);
+}
+
+function maxAct(i: SparseAttentionInputs): number {
+  return Math.max(0, ...Array.from(i.actSeqs.data));
+}
+
+/** Check one call against the float64 reference: caches, indices (as sets) and out over the same set. */
+function checkAgainstReference(inputs: SparseAttentionInputs, options: SparseAttentionOptions, mode: 'fused' | 'chain'): { out: Bf16Tensor; indices: I32Tensor } {
+  const before = withFreshCaches(inputs);
+  const run = withFreshCaches(inputs);
+  const r = sparseAttention(run, { ...options, mode, returnIndices: true });
+  const ref = sparseAttentionReference(before, options);
+  expect(topkMismatches(r.indices!, ref.indices, ref.scores, maxAct(inputs))).toBe(0);
+  const refSame = sparseAttentionReference(withFreshCaches(inputs), options, r.indices);
+  expectClose(r.out, refSame.out, `${mode} out`);
+  expectClose(run.kvCache, ref.kvCache, 'kvCache');
+  expectClose(run.krCache, ref.krCache, 'krCache');
+  expectClose(run.indexKCache, ref.indexKCache, 'indexKCache');
+  // Rows the call does not write stay byte-for-byte as they were.
+  const written = new Set(Array.from(inputs.cacheIndex.data).filter((v) => v >= 0));
+  for (const [a, b] of [[run.kvCache, before.kvCache], [run.krCache, before.krCache], [run.indexKCache, before.indexKCache]] as const) {
+    for (const row of changedRows(a, b)) expect(written.has(row), `row ${row} changed but was not written`).toBe(true);
+  }
+  return { out: r.out, indices: r.indices! };
+}
+
+describe('golden cases (independent implementation)', () => {
+  it.each(CASES)('%s: fused and chain match the golden outputs', (name) => {
+    const c = readGoldenCase(join(GOLDEN, name));
+    const inputs = c.inputs as unknown as SparseAttentionInputs;
+    const options = c.options as SparseAttentionOptions;
+    for (const mode of ['fused', 'chain'] as const) {
+      const run = withFreshCaches(inputs);
+      const r = sparseAttention(run, { ...options, mode, returnIndices: true });
+      expect(r.out.shape).toEqual(c.outputs.out!.shape);
+      expectClose(r.out, c.outputs.out as Bf16Tensor, `${name} ${mode} out`);
+      for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) expectClose(run[k], c.outputs[k] as Bf16Tensor, `${name} ${k}`);
+      const golden = c.outputs.indices as I32Tensor;
+      expect(topkMismatches(r.indices!, golden, c.outputs.scores!.data as Float32Array, c.outputs.scores!.shape[2]!)).toBe(0);
+    }
+  });
+
+  it('mtp-empty-row: the row with no keys gets all −1 indices and an all-zero output', () => {
+    const c = readGoldenCase(join(GOLDEN, 'mtp-empty-row'));
+    const inputs = withFreshCaches(c.inputs as unknown as SparseAttentionInputs);
+    const r = sparseAttention(inputs, { ...(c.options as SparseAttentionOptions), returnIndices: true });
+    const [b, s1, topk] = r.indices!.shape as [number, number, number];
+    const n = r.out.shape[2]!, kv = r.out.shape[3]!;
+    let emptyRows = 0;
+    for (let bi = 0; bi < b; bi++) {
+      const act = inputs.actSeqs.data[bi]!;
+      for (let i = 0; i < s1; i++) {
+        if (act - (s1 - 1 - i) > 0) continue;
+        emptyRows++;
+        const row = bi * s1 + i;
+        expect(Array.from(r.indices!.data.subarray(row * topk, (row + 1) * topk)).every((v) => v === -1)).toBe(true);
+        expect(Array.from(r.out.data.subarray(row * n * kv, (row + 1) * n * kv)).every((v) => v === 0)).toBe(true);
+      }
+    }
+    expect(emptyRows).toBeGreaterThan(0);
+  });
+});
+
+describe('random configurations against the float64 reference', () => {
+  const configs = [
+    { b: 1, s1: 1, acts: [1] },
+    { b: 2, s1: 1, acts: [7, 30], nz: true },
+    { b: 3, s1: 2, acts: [2, 17, 40] },
+    { b: 2, s1: 4, acts: [3, 25], negativeSlot: true },
+    { b: 4, s1: 3, acts: [9, 16, 33, 5], nz: true },
+    { b: 1, s1: 24, acts: [24], blockSize: 8 },
+    { b: 1, s1: 16, acts: [57], nz: true },
+  ];
+  it.each(configs.map((c, i) => [i, c] as const))('config %i: fused = chain = reference', (i, cfg) => {
+    const inputs = randomProblem(100 + i, cfg);
+    const opts: SparseAttentionOptions = { topk: 12, sparseMode: i % 2 === 0 ? 3 : 0 };
+    if (opts.sparseMode === 0) {
+      // sparseMode 0: every row sees act keys, so every query must have been written already.
+      for (const a of cfg.acts) if (a < cfg.s1) return;
+    }
+    const f = checkAgainstReference(inputs, opts, 'fused');
+    const c = checkAgainstReference(inputs, opts, 'chain');
+    expectClose(f.out, c.out, 'fused vs chain');
+  });
+
+  it('the deepseekV32 preset (half indexer RoPE, eps 1e-6, model scale) matches the reference', () => {
+    const inputs = randomProblem(7, { b: 2, s1: 2, acts: [11, 20] });
+    checkAgainstReference(inputs, { ...presets.deepseekV32, topk: 8 }, 'fused');
+  });
+
+  const isas = (['scalar', 'avx2', 'avx512'] as Isa[]).filter((isa) => isa !== 'avx512' || cpuFeatures().best === 'avx512');
+  it.each(isas)('the %s path gives the reference result', (isa) => {
+    setIsa(isa);
+    checkAgainstReference(randomProblem(55, { b: 2, s1: 2, acts: [13, 21], nz: true }), { topk: 10 }, 'fused');
+    setIsa('auto');
+  });
+});
+
+describe('API forms', () => {
+  const inputs = randomProblem(3, { b: 2, s1: 2, acts: [9, 14] });
+
+  it('the positional form equals the object form', () => {
+    const a = withFreshCaches(inputs);
+    const b = withFreshCaches(inputs);
+    const out1 = sparseAttention(a, { topk: 8 }).out;
+    const out2 = npuSparseAttentionPto(
+      b.x, b.wDq, b.wUqQr, b.wUk, b.wDkvKr, b.gammaCq, b.gammaCkv, b.sin, b.cos, b.cacheIndex, b.kvCache, b.krCache,
+      b.blockTable, b.actSeqs, b.wIdxQb, b.wIdxK, b.wIdxProj, b.inGammaK, b.inBetaK, b.indexKCache, { topk: 8 },
+    );
+    expect(out2.data).toEqual(out1.data);
+    expect(b.kvCache.data).toEqual(a.kvCache.data);
+  });
+
+  it('plain calls reuse prepared weights, and notice a weight changed in place', () => {
+    const w = { ...inputs, wDq: clone(inputs.wDq) };
+    const first = sparseAttention(withFreshCaches(w), { topk: 8 }).out;
+    expect(sparseAttention(withFreshCaches(w), { topk: 8 }).out.data).toEqual(first.data);
+    w.wDq.data[0] = w.wDq.data[0]! ^ 0x4000; // a sampled element: the fingerprint changes
+    const changed = sparseAttention(withFreshCaches(w), { topk: 8 }).out;
+    const fresh = sparseAttention(withFreshCaches({ ...w, wDq: clone(w.wDq) }), { topk: 8 }).out;
+    expect(changed.data).toEqual(fresh.data);
+    expect(changed.data).not.toEqual(first.data);
+  });
+
+  it('returns indices only when asked', () => {
+    expect(sparseAttention(withFreshCaches(inputs), { topk: 8 }).indices).toBeUndefined();
+    const r = sparseAttention(withFreshCaches(inputs), { topk: 8, returnIndices: true });
+    expect(r.indices!.shape).toEqual([2, 2, 8]);
+  });
+
+  it('async gives the same bytes as sync and keeps the event loop running', async () => {
+    const big = randomProblem(4, { b: 2, s1: 64, acts: [300, 200], h: 256, qLora: 64, n: 8, kvLora: 64, rope: 16, idxHeads: 8, idxDim: 32, blockSize: 16 });
+    const a = withFreshCaches(big);
+    const b = withFreshCaches(big);
+    const sync = sparseAttention(a, { topk: 64, returnIndices: true });
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 0);
+    const pending = sparseAttentionAsync(b, { topk: 64, returnIndices: true });
+    const asyncR = await pending;
+    clearInterval(timer);
+    expect(asyncR.out.data).toEqual(sync.out.data);
+    expect(asyncR.indices!.data).toEqual(sync.indices!.data);
+    expect(b.kvCache.data).toEqual(a.kvCache.data);
+    expect(b.indexKCache.data).toEqual(a.indexKCache.data);
+    expect(ticks).toBeGreaterThan(0);
+  });
+
+  it('a DsaLayer reuses its prepared weights, accepts per-call options and can be disposed', async () => {
+    const layer = new DsaLayer(inputs, { topk: 8 });
+    const step = withFreshCaches(inputs);
+    const r1 = layer.forward(step);
+    const r2 = await layer.forwardAsync(withFreshCaches(inputs));
+    expect(r2.out.data).toEqual(r1.out.data);
+    expect(layer.nativeBytes).toBeGreaterThan(0);
+    expect(layer.lastTimes.sparseFlashAttention).toBeGreaterThanOrEqual(0);
+    const chained = layer.forward(withFreshCaches(inputs), { mode: 'chain' });
+    expectClose(chained.out, r1.out, 'layer chain vs fused');
+    layer.dispose();
+    expect(() => layer.forward(withFreshCaches(inputs))).toThrow(/disposed/);
+  });
+});
+
+describe('multi-step decode with the cache manager', () => {
+  it('prefill then decode steps equal step-by-step reference calls', () => {
+    const dims = { h: 64, qLora: 32, n: 4, qkNope: 16, kvLora: 32, rope: 8, idxHeads: 4, idxDim: 16 };
+    const base = randomProblem(77, { b: 1, s1: 1, acts: [1], ...dims });
+    const cache = new PagedCacheManager({ numBlocks: 12, blockSize: 4, kvLora: 32, rope: 8, indexDim: 16, maxBlocksPerSeq: 6 });
+    const layer = new DsaLayer(base, { topk: 6 });
+    const seqs = [cache.admit(), cache.admit()];
+    let refKv = clone(cache.kvCache), refKr = clone(cache.krCache), refIk = clone(cache.indexKCache);
+    for (const [step, s1] of [[0, 5], [1, 1], [2, 1], [3, 1], [4, 2]] as const) {
+      const plan = cache.plan(seqs, s1);
+      const tokens = randomProblem(900 + step, { b: 2, s1, acts: [s1, s1], ...dims });
+      const stepInputs = { x: tokens.x, sin: tokens.sin, cos: tokens.cos, ...plan, kvCache: cache.kvCache, krCache: cache.krCache, indexKCache: cache.indexKCache };
+      const r = layer.forward(stepInputs, { returnIndices: true });
+      const ref = sparseAttentionReference({ ...base, ...stepInputs, kvCache: refKv, krCache: refKr, indexKCache: refIk }, { topk: 6 });
+      expect(topkMismatches(r.indices!, ref.indices, ref.scores, Math.max(...plan.actSeqs.data))).toBe(0);
+      const same = sparseAttentionReference({ ...base, ...stepInputs, kvCache: refKv, krCache: refKr, indexKCache: refIk }, { topk: 6 }, r.indices);
+      expectClose(r.out, same.out, `step ${step} out`);
+      expectClose(cache.kvCache, ref.kvCache, `step ${step} kvCache`);
+      refKv = ref.kvCache;
+      refKr = ref.krCache;
+      refIk = ref.indexKCache;
+    }
+    expect(cache.length(seqs[0]!)).toBe(10);
+    cache.free(seqs[0]!);
+    expect(cache.freeBlockCount).toBe(12 - 3);
+  });
+
+  it('throws DSA_E_STATE when the pool is full and changes nothing', () => {
+    const cache = new PagedCacheManager({ numBlocks: 2, blockSize: 4, kvLora: 8, rope: 4, indexDim: 8 });
+    const a = cache.admit();
+    cache.plan([a], 8);
+    let err: unknown;
+    try {
+      cache.plan([a], 1);
+    } catch (e) {
+      err = e;
+    }
+    expect(isDsaError(err) && (err as { code: string }).code).toBe('DSA_E_STATE');
+    expect(cache.length(a)).toBe(8);
+  });
+});
+
+describe('bad input is rejected before any cache byte changes', () => {
+  const good = randomProblem(21, { b: 2, s1: 2, acts: [10, 18] });
+  type Mut = [string, string, RegExp, (i: SparseAttentionInputs) => SparseAttentionInputs, SparseAttentionOptions?];
+  const set = (i: SparseAttentionInputs, k: keyof SparseAttentionInputs, v: unknown): SparseAttentionInputs => ({ ...i, [k]: v });
+  const i32 = (t: I32Tensor, idx: number, v: number): I32Tensor => {
+    const c = clone(t);
+    c.data[idx] = v;
+    return c;
+  };
+  const blocks = good.kvCache.shape[0]! * good.kvCache.shape[1]!;
+  const cases: Mut[] = [
+    ['slot past the cache', 'DSA_E_RANGE', /cacheIndex\[1, 1\]/, (i) => set(i, 'cacheIndex', i32(i.cacheIndex, 3, blocks))],
+    ['two tokens on one slot', 'DSA_E_VALUE', /cacheIndex/, (i) => set(i, 'cacheIndex', i32(i.cacheIndex, 1, i.cacheIndex.data[0]!))],
+    ['a −1 table entry that is read', 'DSA_E_RANGE', /blockTable\[1, 1\]/, (i) => set(i, 'blockTable', i32(i.blockTable, i.blockTable.shape[1]! + 1, -1))],
+    ['a table entry past the pool', 'DSA_E_RANGE', /blockTable\[0, 0\]/, (i) => set(i, 'blockTable', i32(i.blockTable, 0, 999))],
+    ['act larger than the table covers', 'DSA_E_RANGE', /actSeqs\[1\]/, (i) => set(i, 'actSeqs', i32(i.actSeqs, 1, 10_000))],
+    ['x as float32', 'DSA_E_DTYPE', /x: expected dtype bfloat16/, (i) => set(i, 'x', { dtype: 'float32', shape: i.x.shape, data: new Float32Array(i.x.data.length) })],
+    ['x with the wrong hidden size', 'DSA_E_SHAPE', /x: expected shape\[2\] \(h\)/, (i) => set(i, 'x', { ...i.x, shape: [2, 1, 128] })],
+    ['NZ weight with K % 16 != 0', 'DSA_E_SHAPE', /wIdxProj: NZ weights need/, (i) => set(i, 'wIdxProj', { ...i.wIdxProj, format: 'NZ' })],
+    ['wUk head count different from wUqQr', 'DSA_E_SHAPE', /wUqQr/, (i) => set(i, 'wUk', { ...i.wUk, shape: [2, 32, 32] })],
+    ['kvCache with a different block count', 'DSA_E_SHAPE', /indexKCache/, (i) => set(i, 'indexKCache', { ...i.indexKCache, shape: [i.indexKCache.shape[0]! * 2, i.indexKCache.shape[1]! / 2, 1, i.indexKCache.shape[3]!] })],
+    ['cos of the wrong width', 'DSA_E_SHAPE', /cos/, (i) => set(i, 'cos', { ...i.cos, shape: [2, 4, 4] })],
+    ['a missing input', 'DSA_E_ARGUMENT', /sin/, (i) => set(i, 'sin', undefined)],
+    ['topk 0', 'DSA_E_ARGUMENT', /topk/, (i) => i, { topk: 0 }],
+    ['sparseMode 2', 'DSA_E_ARGUMENT', /sparseMode/, (i) => i, { sparseMode: 2 as 3 }],
+    ['a negative softmaxScale', 'DSA_E_ARGUMENT', /softmaxScale/, (i) => i, { softmaxScale: -1 }],
+  ];
+  it.each(cases)('%s → %s', async (_name, code, message, mutate, options) => {
+    for (const mode of ['fused', 'chain'] as const) {
+      const inputs = mutate(withFreshCaches(good));
+      const snap = [inputs.kvCache, inputs.krCache, inputs.indexKCache].map((t) => (t ? t.data.slice() : undefined));
+      for (const call of [() => sparseAttention(inputs, { ...options, mode }), () => sparseAttentionAsync(inputs, { ...options, mode })]) {
+        let err: unknown;
+        try {
+          await call();
+        } catch (e) {
+          err = e;
+        }
+        expect(isDsaError(err), `${mode}: ${String(err)}`).toBe(true);
+        expect((err as { code: string }).code).toBe(code);
+        expect((err as Error).message).toMatch(message);
+      }
+      [inputs.kvCache, inputs.krCache, inputs.indexKCache].forEach((t, k) => t && expect(t.data).toEqual(snap[k]));
+    }
+  });
+});

@@ -1,0 +1,103 @@
+import { clone, Rng, toNZ, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import type { SparseAttentionInputs } from '../src/index.js';
+
+export interface ProblemConfig {
+  b: number; s1: number; h?: number; qLora?: number; n?: number; qkNope?: number; kvLora?: number; rope?: number;
+  idxHeads?: number; idxDim?: number; blockSize?: number; acts: number[]; nz?: boolean; negativeSlot?: boolean;
+  extraBlocks?: number;
+}
+
+/** A random, consistent set of the operator's 20 inputs (caches hold random history). */
+export function randomProblem(seed: number, c: ProblemConfig): SparseAttentionInputs {
+  const rng = new Rng(seed);
+  const h = c.h ?? 64, qLora = c.qLora ?? 32, n = c.n ?? 4, qkNope = c.qkNope ?? 16, kvLora = c.kvLora ?? 32;
+  const rope = c.rope ?? 8, ih = c.idxHeads ?? 4, id = c.idxDim ?? 16, bs = c.blockSize ?? 8;
+  const { b, s1, acts } = c;
+  const maxBlocks = Math.max(1, ...acts.map((a) => Math.ceil(a / bs)));
+  const used = acts.reduce((s, a) => s + Math.ceil(a / bs), 0);
+  const blocks = used + (c.extraBlocks ?? 2);
+  const perm = rng.shuffle(Array.from({ length: blocks }, (_, i) => i));
+  const blockTable: I32Tensor = { dtype: 'int32', shape: [b, maxBlocks], data: new Int32Array(b * maxBlocks).fill(-1) };
+  const cacheIndex: I32Tensor = { dtype: 'int32', shape: [b, s1], data: new Int32Array(b * s1) };
+  let next = 0;
+  for (let bi = 0; bi < b; bi++) {
+    const nb = Math.ceil(acts[bi]! / bs);
+    for (let j = 0; j < nb; j++) blockTable.data[bi * maxBlocks + j] = perm[next++]!;
+    for (let i = 0; i < s1; i++) {
+      const p = acts[bi]! - s1 + i;
+      cacheIndex.data[bi * s1 + i] = p < 0 ? -1 : blockTable.data[bi * maxBlocks + Math.floor(p / bs)]! * bs + (p % bs);
+    }
+  }
+  if (c.negativeSlot) cacheIndex.data[0] = -1;
+  const w = (K: number, N: number, lo = -0.1, hi = 0.1): Bf16Tensor => {
+    const t = rng.uniformTensor([K, N], lo, hi);
+    return c.nz && K % 16 === 0 && N % 16 === 0 ? toNZ(t) : t;
+  };
+  return {
+    x: rng.uniformTensor([b, s1, h]),
+    wDq: w(h, qLora),
+    wUqQr: w(qLora, n * (qkNope + rope)),
+    wUk: rng.uniformTensor([n, qkNope, kvLora], -0.1, 0.1),
+    wDkvKr: w(h, kvLora + rope),
+    gammaCq: rng.uniformTensor([qLora]),
+    gammaCkv: rng.uniformTensor([kvLora]),
+    sin: rng.uniformTensor([b, s1, rope], -1, 1),
+    cos: rng.uniformTensor([b, s1, rope], -1, 1),
+    cacheIndex,
+    kvCache: rng.uniformTensor([blocks, bs, 1, kvLora]),
+    krCache: rng.uniformTensor([blocks, bs, 1, rope]),
+    blockTable,
+    actSeqs: { dtype: 'int32', shape: [b], data: Int32Array.from(acts) },
+    wIdxQb: w(qLora, ih * id, -1, 1),
+    wIdxK: w(h, id, -1, 1),
+    wIdxProj: w(h, ih, -1, 1),
+    inGammaK: rng.uniformTensor([id], 0.5, 1.5),
+    inBetaK: rng.uniformTensor([id], -0.1, 0.1),
+    indexKCache: rng.uniformTensor([blocks, bs, 1, id]),
+  };
+}
+
+/** The same inputs with private copies of the three caches. */
+export function withFreshCaches(i: SparseAttentionInputs): SparseAttentionInputs {
+  return { ...i, kvCache: clone(i.kvCache), krCache: clone(i.krCache), indexKCache: clone(i.indexKCache) };
+}
+
+/**
+ * Top-k rows compared as sets: an index may differ only where the reference scores tie with the
+ * selection boundary within `rel` (spec §4). Returns the number of offending rows.
+ */
+export function topkMismatches(actual: I32Tensor, expected: I32Tensor, scores: ArrayLike<number>, maxAct: number, rel = 1e-3): number {
+  const topk = expected.shape[2]!;
+  const rows = expected.data.length / topk;
+  let bad = 0;
+  for (let r = 0; r < rows; r++) {
+    const a = new Set(Array.from(actual.data.subarray(r * topk, (r + 1) * topk)).filter((v) => v >= 0));
+    const e = Array.from(expected.data.subarray(r * topk, (r + 1) * topk)).filter((v) => v >= 0);
+    const es = new Set(e);
+    if (a.size !== es.size) {
+      bad++;
+      continue;
+    }
+    const diff = [...a].filter((v) => !es.has(v)).concat(e.filter((v) => !a.has(v)));
+    if (diff.length === 0) continue;
+    const s = (p: number): number => scores[r * maxAct + p]!;
+    const boundary = Math.min(...e.map(s));
+    if (!diff.every((p) => Math.abs(s(p) - boundary) <= rel * Math.max(1e-6, Math.abs(boundary)))) bad++;
+  }
+  return bad;
+}
+
+/** Rows of a [blocks, bs, 1, d] cache that differ between two caches. */
+export function changedRows(a: Bf16Tensor, b: Bf16Tensor): number[] {
+  const d = a.shape[3]!;
+  const rows: number[] = [];
+  for (let r = 0; r < a.data.length / d; r++) {
+    for (let k = 0; k < d; k++) {
+      if (a.data[r * d + k] !== b.data[r * d + k]) {
+        rows.push(r);
+        break;
+      }
+    }
+  }
+  return rows;
+}
