@@ -96,7 +96,20 @@ export function poisoned(shape: number[]): Bf16Tensor {
   return { dtype: 'bfloat16', shape, data: new Uint16Array(shape.reduce((x, y) => x * y, 1)).fill(NAN_BF16), format: 'ND' };
 }
 
-/** Deep copies of every input's storage, to prove a call changed nothing. */
-export function snapshot(inputs: SparseFlashAttentionInputs): Uint8Array[] {
-  return Object.values(inputs).map((t) => new Uint8Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength)));
+function bytes(a: ArrayBufferView): Buffer {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Byte equality of two arrays (vitest's toEqual walks large typed arrays slowly). */
+export function sameBytes(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return bytes(a).equals(bytes(b));
+}
+
+/** A copy of every input's storage, to prove a call changed nothing (compare with sameSnapshot). */
+export function snapshot(inputs: SparseFlashAttentionInputs): Buffer[] {
+  return Object.values(inputs).map((t) => Buffer.from(bytes(t.data)));
+}
+
+export function sameSnapshot(a: Buffer[], b: Buffer[]): boolean {
+  return a.length === b.length && a.every((x, i) => x.equals(b[i]!));
 }
