@@ -1,3 +1,59 @@
 #!/usr/bin/env node
-// The `dsa` command (skeleton until the fused operator lands).
-console.log('dsa: the fused operator is not implemented yet');
+// The `dsa` command: `dsa demo` (the README's main job), `dsa bench`, `dsa check <folder>`.
+import { parseArgs } from 'node:util';
+import { DsaError, isDsaError } from '@dsa/tensor-core';
+import { runBench } from './cli-bench.js';
+import { runCheck } from './cli-check.js';
+import { runDemo } from './cli-demo.js';
+
+const HELP = `dsa — DeepSeek-V3.2 sparse attention (DSA) on this machine
+
+  dsa demo  [--batch 2] [--context 32768] [--prefill 1024] [--chunk 512] [--steps 16]
+            [--threads N] [--preset pto|deepseekV32] [--seed 1]
+      Build a DeepSeek-V3.2-sized layer (hidden 7168, 128 heads, topk 2048, block 128) with seeded
+      random weights; give each sequence (context − prefill) tokens of random cache history, prefill
+      the last --prefill tokens through the operator in --chunk chunks, then run --steps decode steps.
+      Prints per-stage times, tokens/s and the fraction of this machine's ceilings, and checks one
+      decode step against the chained stages.
+
+  dsa bench [--threads N] [--quick] [--json bench-results/fused.json] [--svg bench-results/decode.svg]
+      Every stage and the whole operator at DeepSeek-V3.2 size: decode b=1 at 4K/32K/128K, b=4 at
+      [768, 4097, 8192, 131071], b=32 at 8K, MTP s1=2; the floor from the same run's ceilings; fused
+      vs chain; a chart of time per decode step against context (4K..128K) for b = 1 and 4.
+
+  dsa check <folder> [--mode fused|chain]
+      Run the operator on a folder in the shared/golden format and print the spec's accuracy
+      measures per output (relative L2, the Ascend isclose rule, top-k agreement).
+`;
+
+async function main(): Promise<number> {
+  const [command, ...rest] = process.argv.slice(2);
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      batch: { type: 'string' }, context: { type: 'string' }, prefill: { type: 'string' }, chunk: { type: 'string' },
+      steps: { type: 'string' }, threads: { type: 'string' }, preset: { type: 'string' }, seed: { type: 'string' },
+      json: { type: 'string' }, svg: { type: 'string' }, quick: { type: 'boolean' }, mode: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h' || values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (command === 'demo') return runDemo(values);
+  if (command === 'bench') return runBench(values);
+  if (command === 'check') return runCheck(positionals[0], values);
+  process.stderr.write(`dsa: unknown command ${JSON.stringify(command)}\n\n${HELP}`);
+  return 2;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    if (isDsaError(e)) process.stderr.write(`dsa: ${(e as DsaError).code}: ${(e as Error).message}\n`);
+    else process.stderr.write(`dsa: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,120 @@
+// Model-sized layers with seeded random weights, synthetic cache history and the cost model (bytes
+// and FLOPs per call) that the demo and the benchmark report against the machine's ceilings.
+import { f32ArrayToBf16, Rng, toNZ, type Bf16Tensor, type Ceilings } from '@dsa/tensor-core';
+import type { PagedCacheManager } from './cache-manager.js';
+import type { LayerWeights } from './inputs.js';
+
+export interface ModelDims {
+  h: number; qLora: number; n: number; qkNope: number; kvLora: number; rope: number; idxHeads: number; idxDim: number;
+  topk: number; blockSize: number;
+}
+
+/** DeepSeek-V3.2's attention dimensions. */
+export const DEEPSEEK_V32: Readonly<ModelDims> = Object.freeze({
+  h: 7168, qLora: 1536, n: 128, qkNope: 128, kvLora: 512, rope: 64, idxHeads: 64, idxDim: 128, topk: 2048, blockSize: 128,
+});
+
+/** Uniform bf16 values, generated in chunks (fast enough for 10⁸ values). */
+export function uniformBf16(rng: Rng, shape: number[], lo: number, hi: number): Bf16Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const out = new Uint16Array(n);
+  const chunk = new Float32Array(Math.min(n, 1 << 16));
+  for (let base = 0; base < n; base += chunk.length) {
+    const m = Math.min(chunk.length, n - base);
+    for (let i = 0; i < m; i++) chunk[i] = lo + (hi - lo) * (rng.nextU32() / 4294967296);
+    out.set(f32ArrayToBf16(chunk.subarray(0, m)), base);
+  }
+  return { dtype: 'bfloat16', shape, data: out, format: 'ND' };
+}
+
+/** Seeded random weights with the golden data's ranges; 2-D weights in NZ (the operator's format). */
+export function randomLayerWeights(d: ModelDims, seed: number, onProgress?: (done: number, total: number) => void): LayerWeights {
+  const rng = new Rng(seed);
+  const specs: [keyof LayerWeights, number[], number, number, boolean][] = [
+    ['wDq', [d.h, d.qLora], -0.1, 0.1, true],
+    ['wUqQr', [d.qLora, d.n * (d.qkNope + d.rope)], -0.1, 0.1, true],
+    ['wUk', [d.n, d.qkNope, d.kvLora], -0.1, 0.1, false],
+    ['wDkvKr', [d.h, d.kvLora + d.rope], -0.1, 0.1, true],
+    ['gammaCq', [d.qLora], -1, 1, false],
+    ['gammaCkv', [d.kvLora], -1, 1, false],
+    ['wIdxQb', [d.qLora, d.idxHeads * d.idxDim], -0.1, 0.1, true],
+    ['wIdxK', [d.h, d.idxDim], -0.1, 0.1, true],
+    ['wIdxProj', [d.h, d.idxHeads], -0.1, 0.1, true],
+    ['inGammaK', [d.idxDim], 1, 1, false],
+    ['inBetaK', [d.idxDim], 0, 0, false],
+  ];
+  const w: Partial<LayerWeights> = {};
+  specs.forEach(([name, shape, lo, hi, nz], i) => {
+    const t = uniformBf16(rng, shape, lo, hi);
+    w[name] = nz && shape[0]! % 16 === 0 && shape[1]! % 16 === 0 ? toNZ(t, name) : t;
+    onProgress?.(i + 1, specs.length);
+  });
+  return w as LayerWeights;
+}
+
+/** Bytes of a layer's weights (bf16). */
+export function weightBytes(d: ModelDims): number {
+  return 2 * (d.h * d.qLora + d.qLora * d.n * (d.qkNope + d.rope) + d.n * d.qkNope * d.kvLora + d.h * (d.kvLora + d.rope) +
+    d.qLora * d.idxHeads * d.idxDim + d.h * d.idxDim + d.h * d.idxHeads + d.qLora + d.kvLora + 2 * d.idxDim);
+}
+
+/**
+ * Fill a sequence's first `tokens` cache rows with random bf16 values in ±[2⁻⁷, 2) (what earlier
+ * calls would have written). Built from random bits directly: 10⁹ values would be too slow otherwise.
+ */
+export function fillHistory(cache: PagedCacheManager, seq: number, tokens: number, seed: number): void {
+  if (tokens <= 0) return;
+  const plan = cache.plan([seq], tokens);
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (const t of [cache.kvCache, cache.krCache, cache.indexKCache]) {
+    const d = t.shape[3]!;
+    const data = t.data;
+    for (const slot of plan.cacheIndex.data) {
+      for (let k = slot * d, end = k + d; k < end; k++) {
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        data[k] = (x & 0x8000) | ((120 + ((x >>> 16) & 7)) << 7) | ((x >>> 8) & 0x7f);
+      }
+    }
+  }
+}
+
+/** Random x, sin and cos for b sequences of s1 new tokens. */
+export function randomTokens(d: ModelDims, b: number, s1: number, rng: Rng): { x: Bf16Tensor; sin: Bf16Tensor; cos: Bf16Tensor } {
+  return {
+    x: uniformBf16(rng, [b, s1, d.h], -1, 1),
+    sin: uniformBf16(rng, [b, s1, d.rope], -1, 1),
+    cos: uniformBf16(rng, [b, s1, d.rope], -1, 1),
+  };
+}
+
+export interface CallCost {
+  weightBytes: number;
+  /** Lightning indexer score FLOPs (2·heads·dim per visible key per query row). */
+  indexerFlops: number;
+  /** Sparse attention FLOPs (2·n·(kv_lora+rope + kv_lora) per selected key per row). */
+  attentionFlops: number;
+  /** Prolog FLOPs (2 per weight element per token, W_UK included). */
+  prologFlops: number;
+  /** Lower bound in ms: weights once at the read ceiling + indexer and attention FLOPs at the dot peak. */
+  floorMs: number;
+}
+
+/** The cost model of one call (background.md §4), against measured ceilings. */
+export function callCost(d: ModelDims, acts: number[], s1: number, c: Ceilings, sparseMode: 0 | 3 = 3): CallCost {
+  let idx = 0;
+  let att = 0;
+  for (const act of acts) {
+    for (let i = 0; i < s1; i++) {
+      const eff = Math.max(0, sparseMode === 3 ? act - (s1 - 1 - i) : act);
+      idx += 2 * d.idxHeads * d.idxDim * eff;
+      att += 2 * d.n * (2 * d.kvLora + d.rope) * Math.min(eff, d.topk);
+    }
+  }
+  const wb = weightBytes(d);
+  const tokens = acts.length * s1;
+  const prolog = tokens * wb; // 2 FLOP per 2-byte weight element
+  const floorMs = (wb / (c.readGBs * 1e9) + (idx + att) / (c.bf16Gflops * 1e9)) * 1e3;
+  return { weightBytes: wb, indexerFlops: idx, attentionFlops: att, prologFlops: prolog, floorMs };
+}
