@@ -19,7 +19,7 @@ namespace dsa {
 namespace sfa {
 namespace {
 
-constexpr int64_t kTile = 64;          // keys per tile: 2 × 72 KB of key/value tiles at DeepSeek widths
+constexpr int64_t kTile = 128;          // keys per tile: 144 KB of keys + 128 KB of value pairs at DeepSeek widths (L2)
 constexpr int64_t kMinGroupHeads = 16; // one vector of heads: below this a split costs more gathers than it saves
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
