@@ -92,3 +92,8 @@ export function writtenSlots(cacheIndex: I32Tensor): Set<number> {
   return new Set([...cacheIndex.data].filter((s) => s >= 0));
 }
 
+
+/** Byte equality of two typed arrays (fast, unlike a deep toEqual on large arrays). */
+export function sameBytes(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
+}
