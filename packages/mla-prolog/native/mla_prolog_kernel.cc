@@ -21,6 +21,8 @@ namespace {
 constexpr int64_t kTokenChunk = 256;
 // Rows of one absorption task when W_UK is packed (no per-task packing cost, so split finely).
 constexpr int64_t kHeadRows = 64;
+// dsa::matmul reads ND weights in place (GEMV kernel) up to this many rows and packs them beyond.
+constexpr int64_t kDirectRows = 4;
 
 Status fail(Code c, std::string m) { return Status::Error(c, std::move(m)); }
 
@@ -156,8 +158,8 @@ void process_chunk(const Args& a, int64_t t0, int64_t t1, const float* qa, int64
 
   const bool packed = a.w_uk_format == WeightFormat::Packed;
   const int64_t uk_stride = packed ? packed_elements(a.qk_nope, a.kv_lora) : a.qk_nope * a.kv_lora;
-  // ND W_UK with more rows than the direct GEMV kernel takes is packed once per head and task; then
-  // one task per head keeps that cost to one packing per head per chunk.
+  // ND W_UK with more than kDirectRows rows is packed by the task itself, once per head and chunk
+  // (one task per head); the GEMM would otherwise repack it for every 192-row block and column group.
   const int64_t rb = packed ? kHeadRows : tc;
   const int64_t row_blocks = (tc + rb - 1) / rb;
   parallel_tasks(a.n * row_blocks, [&](int64_t task, int) {
@@ -175,7 +177,7 @@ void process_chunk(const Args& a, int64_t t0, int64_t t1, const float* qa, int64
     w.N = a.kv_lora;
     w.format = a.w_uk_format;
     thread_local std::vector<bf16_t> packbuf;
-    if (!packed && rows > 4) {
+    if (!packed && rows > kDirectRows) {
       packbuf.resize(static_cast<size_t>(packed_elements(w.K, w.N)));
       pack_panels(w, 0, packed_n(w.N) / 16, packbuf.data());
       w.data = packbuf.data();
