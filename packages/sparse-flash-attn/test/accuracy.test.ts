@@ -12,10 +12,10 @@ const isas = ISAS.filter((i) => ISAS.indexOf(i) <= ISAS.indexOf(best));
 const specs: Record<string, CaseSpec & { softmaxScale?: number }> = {
   // odd widths (kvLora odd: a key pair straddles q_nope ‖ q_rope), MTP rows with fewer keys than topk
   'odd widths, MTP': { b: 2, s1: 2, n: 5, kvLora: 37, rope: 6, blockSize: 8, topk: 20, acts: [30, 3] },
-  // several head groups and head-vector tails, -1 holes between valid indices, 3 key tiles (128 + 128 + 43)
-  'many heads, holes, 3 tiles': { b: 1, s1: 1, n: 40, kvLora: 64, rope: 16, blockSize: 16, topk: 300, acts: [400], holes: true, count: 299 },
-  // DeepSeek per-head widths, up to 129 keys (a 1-key tail tile), a 1-key sequence
-  'DeepSeek widths': { b: 3, s1: 1, n: 8, kvLora: 512, rope: 64, blockSize: 128, topk: 129, acts: [300, 1, 131], count: 'random' },
+  // several head groups and head-vector tails, -1 holes between valid indices, 3 key tiles (128 + 128 + 34)
+  'many heads, holes, 3 tiles': { b: 1, s1: 1, n: 40, kvLora: 64, rope: 16, blockSize: 16, topk: 300, acts: [400], holes: true, count: 290 },
+  // DeepSeek per-head widths, 129 keys (a 1-key tail tile), a 1-key sequence
+  'DeepSeek widths': { b: 3, s1: 1, n: 8, kvLora: 512, rope: 64, blockSize: 128, topk: 129, acts: [300, 1, 131] },
   'DeepSeek scale, peaky logits': {
     b: 2, s1: 3, n: 17, kvLora: 48, rope: 16, blockSize: 4, topk: 70, acts: [90, 40], qStd: 3, softmaxScale: DEEPSEEK_SCALE,
   },
