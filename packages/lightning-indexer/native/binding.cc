@@ -1,8 +1,9 @@
 // Node-API binding of @dsa/lightning-indexer: converts the JS tensors, checks that their shapes
 // agree, and calls dsa::li::validate then run, synchronously or on a KernelWorker.
 //
-//   run(query, weights, indexKCache, blockTable, actSeqs, indices, scores | null, topk, sparseMode)
-//   runAsync(same) -> Promise<void>
+//   run(query, weights, indexKCache, blockTable, actSeqs, indices, scores | null, topk, sparseMode, timing?)
+//   runAsync(the first nine) -> Promise<void>
+// timing (benchmarks): a Float64Array(3) that receives li::Timing (score s, select s, merge wall s).
 // The outputs are caller-allocated: indices int32 [b, s1, topk], scores float32 [b, s1, maxAct].
 #include <string>
 #include <vector>
@@ -89,9 +90,22 @@ Call prepare(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
   Call c = prepare(info);
-  throw_if_error(info.Env(), li::run(c.args));
-  return info.Env().Undefined();
+  li::Timing timing;
+  const bool timed = info.Length() > 9 && !info[9].IsUndefined();
+  if (timed && !(info[9].IsTypedArray() && info[9].As<Napi::TypedArray>().TypedArrayType() == napi_float64_array &&
+                 info[9].As<Napi::Float64Array>().ElementLength() >= 3))
+    throw_error(env, Code::Argument, "timing: expected a Float64Array of 3 elements");
+  if (timed) c.args.timing = &timing;
+  throw_if_error(env, li::run(c.args));
+  if (timed) {
+    Napi::Float64Array t = info[9].As<Napi::Float64Array>();
+    t[0] = timing.score_seconds;
+    t[1] = timing.select_seconds;
+    t[2] = timing.merge_wall_seconds;
+  }
+  return env.Undefined();
 }
 
 Napi::Value RunAsync(const Napi::CallbackInfo& info) {

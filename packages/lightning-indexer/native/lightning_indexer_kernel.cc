@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -36,6 +37,11 @@ inline int64_t eff_of(const Args& a, int64_t bi, int64_t i) {
 }
 
 Status err(Code c, std::string m) { return Status::Error(c, std::move(m)); }
+
+// Nanoseconds since an arbitrary epoch, read only when a Timing is wanted.
+inline int64_t now_ns(bool on) {
+  return on ? std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count() : 0;
+}
 
 std::atomic<uint64_t> g_call{0};  // tells a thread's cached packed query of another call apart
 
@@ -73,6 +79,66 @@ void score_chunk(const Args& a, const void* qpack, int64_t row, int64_t c0, int6
     const int64_t slot = static_cast<int64_t>(table[blk]) * a.block_size + off;
     fn(qpack, a.heads, a.dim, a.index_k_cache + slot * a.dim, n, dst + (j - c0));
     j += n;
+  }
+}
+
+// State shared by the tasks of one call.
+struct Pass {
+  uint64_t call = 0;
+  int64_t qbytes = 0, chunk = 0;
+  uint64_t* cand = nullptr;
+  bool timed = false;
+  std::atomic<int64_t> score_ns{0}, select_ns{0};
+  std::atomic<bool> failed{false};
+};
+
+// Phase 1: score one key chunk of one row and keep its best topk as candidates.
+void chunk_task(const Args& a, Pass& p, const Task& task) {
+  Workspace& ws = workspace();
+  try {
+    if (ws.call != p.call || ws.row != task.row) {  // consecutive chunks of a row reuse the packed query
+      ws.qpack.resize(static_cast<size_t>(p.qbytes));
+      LI_DISPATCH(pack_query)(a.query + task.row * a.heads * a.dim, a.weights + task.row * a.heads, a.heads, a.dim,
+                              ws.qpack.data());
+      ws.call = p.call;
+      ws.row = task.row;
+    }
+    const int64_t n = task.c1 - task.c0;
+    float* dst;
+    if (a.scores) {
+      dst = a.scores + task.row * a.scores_len + task.c0;
+    } else {
+      if (static_cast<int64_t>(ws.scores.size()) < n) ws.scores.resize(static_cast<size_t>(p.chunk));
+      dst = ws.scores.data();
+    }
+    const int64_t t0 = now_ns(p.timed);
+    score_chunk(a, ws.qpack.data(), task.row, task.c0, task.c1, dst);
+    const int64_t t1 = now_ns(p.timed);
+    select_scores(dst, n, static_cast<int32_t>(task.c0), a.topk, p.cand + task.out, ws.select);
+    if (p.timed) {
+      p.score_ns += t1 - t0;
+      p.select_ns += now_ns(true) - t1;
+    }
+  } catch (...) {  // a pool task must not throw: report after the join
+    p.failed = true;
+    ws.row = -1;
+  }
+}
+
+// Phase 2: the row's topk among its chunks' candidates (in position order), sorted, -1 padded.
+void merge_task(const Args& a, Pass& p, const RowSpan& sp) {
+  Workspace& ws = workspace();
+  uint64_t* c = p.cand + sp.out;
+  int32_t* out = a.indices + sp.row * a.topk;
+  try {
+    const int64_t t0 = now_ns(p.timed);
+    const int64_t n = select_candidates(c, sp.count, a.topk, ws.select);
+    sort_candidates(c, n, ws.select);
+    for (int64_t i = 0; i < n; ++i) out[i] = candidate_pos(c[i]);
+    std::fill(out + n, out + a.topk, -1);
+    if (p.timed) p.select_ns += now_ns(true) - t0;
+  } catch (...) {
+    p.failed = true;
   }
 }
 
@@ -132,9 +198,6 @@ Status run(const Args& a) noexcept {
   try {
     const int64_t rows = a.b * a.s1;
     const float neg_inf = -std::numeric_limits<float>::infinity();
-    const uint64_t call = ++g_call;
-    const int threads = num_threads();
-
     std::vector<int64_t> active;
     int64_t total_keys = 0;
     for (int64_t r = 0; r < rows; ++r) {
@@ -149,85 +212,53 @@ Status run(const Args& a) noexcept {
     }
     if (active.empty()) return Status::Ok();
 
+    Pass p;
+    p.call = ++g_call;
+    p.qbytes = LI_DISPATCH(query_bytes)(a.heads, a.dim);
     // Enough tasks to balance the threads, few enough that each amortizes its query packing.
-    const int64_t chunk = std::clamp<int64_t>(ceil_div(ceil_div(total_keys, threads * 8), 16) * 16, kMinChunk, kMaxChunk);
-
-    const auto pack_fn = LI_DISPATCH(pack_query);
-    const int64_t qbytes = LI_DISPATCH(query_bytes)(a.heads, a.dim);
+    p.chunk = std::clamp<int64_t>(ceil_div(ceil_div(total_keys, num_threads() * 8), 16) * 16, kMinChunk, kMaxChunk);
+    p.timed = a.timing != nullptr;
     static thread_local std::vector<uint64_t> cands;  // owned by the calling thread, reused across calls
     std::vector<Task> tasks;
     std::vector<RowSpan> spans;
+    int64_t merge_ns = 0;
 
     for (size_t first = 0; first < active.size();) {
-      // Gather one wave of rows.
+      // One wave: as many rows as fit in kWaveCandidates (at least one).
       tasks.clear();
       spans.clear();
       int64_t held = 0;
-      size_t next = first;
-      for (; next < active.size(); ++next) {
-        const int64_t r = active[next];
+      for (; first < active.size(); ++first) {
+        const int64_t r = active[first];
         const int64_t eff = eff_of(a, r / a.s1, r % a.s1);
         int64_t need = 0;
-        for (int64_t c0 = 0; c0 < eff; c0 += chunk) need += std::min(std::min(chunk, eff - c0), a.topk);
+        for (int64_t c0 = 0; c0 < eff; c0 += p.chunk) need += std::min(std::min(p.chunk, eff - c0), a.topk);
         if (held > 0 && held + need > kWaveCandidates) break;
         spans.push_back({r, held, need});
-        for (int64_t c0 = 0; c0 < eff; c0 += chunk) {
-          const int64_t c1 = std::min(eff, c0 + chunk);
+        for (int64_t c0 = 0; c0 < eff; c0 += p.chunk) {
+          const int64_t c1 = std::min(eff, c0 + p.chunk);
           tasks.push_back({r, c0, c1, held});
           held += std::min(c1 - c0, a.topk);
         }
       }
-      first = next;
       if (static_cast<int64_t>(cands.size()) < held) cands.resize(static_cast<size_t>(held));
-      uint64_t* cand = cands.data();
+      p.cand = cands.data();
 
-      std::atomic<bool> failed{false};
-      parallel_tasks(static_cast<int64_t>(tasks.size()), [&](int64_t t, int) {
-        const Task& task = tasks[static_cast<size_t>(t)];
-        Workspace& ws = workspace();
-        try {
-        if (ws.call != call || ws.row != task.row) {
-          ws.qpack.resize(static_cast<size_t>(qbytes));
-          pack_fn(a.query + task.row * a.heads * a.dim, a.weights + task.row * a.heads, a.heads, a.dim, ws.qpack.data());
-          ws.call = call;
-          ws.row = task.row;
-        }
-        const int64_t n = task.c1 - task.c0;
-        float* dst;
-        if (a.scores) {
-          dst = a.scores + task.row * a.scores_len + task.c0;
-        } else {
-          if (static_cast<int64_t>(ws.scores.size()) < n) ws.scores.resize(static_cast<size_t>(chunk));
-          dst = ws.scores.data();
-        }
-        score_chunk(a, ws.qpack.data(), task.row, task.c0, task.c1, dst);
-        select_scores(dst, n, static_cast<int32_t>(task.c0), a.topk, cand + task.out, ws.select);
-        } catch (...) {  // a worker must not throw; report after the join
-          failed = true;
-          ws.row = -1;
-        }
-      });
-      if (failed) return err(Code::Internal, "lightningIndexer: out of memory for the score buffers");
-
-      parallel_tasks(static_cast<int64_t>(spans.size()), [&](int64_t t, int) {
-        const RowSpan& sp = spans[static_cast<size_t>(t)];
-        Workspace& ws = workspace();
-        uint64_t* c = cand + sp.out;
-        int32_t* out = a.indices + sp.row * a.topk;
-        try {
-          const int64_t n = select_candidates(c, sp.count, a.topk, ws.select);
-          sort_candidates(c, n, ws.select);
-          for (int64_t i = 0; i < n; ++i) out[i] = candidate_pos(c[i]);
-          std::fill(out + n, out + a.topk, -1);
-        } catch (...) {
-          failed = true;
-        }
-      });
-      if (failed) return err(Code::Internal, "lightningIndexer: out of memory for the selection buffers");
+      parallel_tasks(static_cast<int64_t>(tasks.size()), [&](int64_t t, int) { chunk_task(a, p, tasks[static_cast<size_t>(t)]); });
+      if (p.failed) return err(Code::Internal, "lightningIndexer: out of memory for the score buffers");
+      const int64_t t0 = now_ns(p.timed);
+      parallel_tasks(static_cast<int64_t>(spans.size()), [&](int64_t t, int) { merge_task(a, p, spans[static_cast<size_t>(t)]); });
+      merge_ns += now_ns(p.timed) - t0;
+      if (p.failed) return err(Code::Internal, "lightningIndexer: out of memory for the selection buffers");
+    }
+    if (p.timed) {
+      a.timing->score_seconds += static_cast<double>(p.score_ns.load()) * 1e-9;
+      a.timing->select_seconds += static_cast<double>(p.select_ns.load()) * 1e-9;
+      a.timing->merge_wall_seconds += static_cast<double>(merge_ns) * 1e-9;
     }
     return Status::Ok();
   } catch (...) {
-    return err(Code::Internal, "lightningIndexer: out of memory for the selection buffers");
+    return err(Code::Internal, "lightningIndexer: out of memory for the task lists");
   }
 }
 

@@ -18,6 +18,14 @@
 namespace dsa {
 namespace li {
 
+// Where a call's time went (for benchmarks): CPU seconds summed over threads for scoring and for
+// top-k selection, and the wall time of the per-row merge phases (where threads may idle).
+struct Timing {
+  double score_seconds = 0;
+  double select_seconds = 0;
+  double merge_wall_seconds = 0;
+};
+
 struct Args {
   const bf16_t* query = nullptr;          // [b, s1, heads, dim]
   const bf16_t* weights = nullptr;        // [b, s1, heads]
@@ -31,6 +39,7 @@ struct Args {
   int32_t* indices = nullptr;             // out [b, s1, topk]
   float* scores = nullptr;                // optional out [b, s1, scores_len], -inf past eff; null: not wanted
   int64_t scores_len = 0;                 // row length of `scores`, at least max_act(args)
+  Timing* timing = nullptr;               // optional: adds this call's time split (a few clock reads per task)
 };
 
 // Every shape, option, act and block-table check; reads the int32 inputs, writes nothing.

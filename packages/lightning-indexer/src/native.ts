@@ -5,6 +5,8 @@ export interface StageAddon extends ConfigurableAddon {
   run(
     query: Bf16Tensor, weights: Bf16Tensor, indexKCache: Bf16Tensor, blockTable: I32Tensor, actSeqs: I32Tensor,
     indices: I32Tensor, scores: F32Tensor | null, topk: number, sparseMode: number,
+    /** Benchmarks: receives [score CPU s, top-k CPU s, merge wall s] (summed over threads). */
+    timing?: Float64Array,
   ): void;
   runAsync(
     query: Bf16Tensor, weights: Bf16Tensor, indexKCache: Bf16Tensor, blockTable: I32Tensor, actSeqs: I32Tensor,
