@@ -37,7 +37,9 @@ export function loadAddon<T extends ConfigurableAddon>(spec: AddonSpec): T {
   candidates.push(join(root, 'build', 'Debug', `${spec.addonName}.node`));
 
   const tried: string[] = [];
-  for (const path of candidates) {
+  for (const [i, path] of candidates.entries()) {
+    // An explicit override that fails is an error, not a reason to quietly load something else.
+    if (i === 1 && override) break;
     if (!existsSync(path)) {
       tried.push(`${path}: not found`);
       continue;

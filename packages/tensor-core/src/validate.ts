@@ -103,6 +103,13 @@ export class DimBinder {
   has(dim: string): boolean {
     return this.dims.has(dim);
   }
+
+  /** An independent copy (bind a call's dimensions on top of a layer's without changing it). */
+  clone(): DimBinder {
+    const c = new DimBinder();
+    for (const [k, v] of this.dims) c.dims.set(k, { ...v });
+    return c;
+  }
 }
 
 /** Throw unless `cond`; the message must name the argument, the expected and the actual value. */

@@ -109,3 +109,15 @@ describe('validation', () => {
     expectDsa(() => checkIntRange('blockTable', t, 0, 8), 'DSA_E_RANGE', /blockTable\[1, 0\]: expected a value in \[0, 8\], got 9/);
   });
 });
+
+describe('addon loader', () => {
+  it('an override that does not load is an error listing what was tried and how to build', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const script = `import('${new URL('../dist/index.js', import.meta.url).href}').then(t => t.cpuFeatures()).catch(e => { console.log(e.code); console.log(e.message); })`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, DSA_ADDON_TENSOR_CORE: '/nonexistent/dsa.node' }, encoding: 'utf8' });
+    expect(r.stdout).toMatch(/DSA_E_BINDING/);
+    expect(r.stdout).toMatch(/\/nonexistent\/dsa.node: not found/);
+    expect(r.stdout).toMatch(/pnpm --filter @dsa\/tensor-core run build:native/);
+    expect(r.stdout).toMatch(/linux|darwin|win32/);
+  });
+});
