@@ -14,7 +14,7 @@ export interface CaseSpec {
   blockSize: number;
   topk: number;
   /** act per sequence. */
-  acts: number[];
+  acts: readonly number[];
   sparseMode?: 0 | 3;
   /** How many valid indices a row gets: 'full' = min(topk, eff), 'random' = 1..that, or a fixed count. */
   count?: 'full' | 'random' | number;
