@@ -6,8 +6,8 @@ import { makeInputs, POISON_I32 } from './helpers.js';
 // b = 2, blockSize 4, acts [6, 9]: sequence 0 reads 2 table entries, sequence 1 reads 3; maxBlocks 4.
 const base = () => makeInputs({ b: 2, s1: 2, heads: 3, dim: 4, blockSize: 4, acts: [6, 9], seed: 21 });
 
-function snapshot(inputs: LightningIndexerInputs): Buffer[] {
-  return Object.values(inputs).map((t: Tensor) => Buffer.from(t.data.buffer.slice(0)));
+function snapshot(inputs: LightningIndexerInputs): string[] {
+  return Object.values(inputs).map((t: Tensor) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).toString('hex'));
 }
 
 function expectError(fn: () => unknown, code: string, argument: string, text: RegExp): void {

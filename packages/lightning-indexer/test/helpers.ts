@@ -130,6 +130,11 @@ export function setMismatch(ours: Int32Array, ref: Int32Array, refScores: ArrayL
   return null;
 }
 
+/** Byte equality of two typed arrays (fast; vitest's toEqual walks big buffers element by element). */
+export function sameBytes(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
 export function bf16Tensor(values: number[], shape: number[]): Bf16Tensor {
   return { dtype: 'bfloat16', shape, data: f32ArrayToBf16(values), format: 'ND' };
 }
