@@ -142,6 +142,13 @@ class Layer : public Napi::ObjectWrap<Layer> {
       s.indices = static_cast<int32_t*>(idx);
     }
     c.keep = {info[0], c.result, info.This()};
+    if (info.Length() > 2 && info[2].IsTypedArray()) {
+      Napi::TypedArray cell = info[2].As<Napi::TypedArray>();
+      if (cell.TypedArrayType() != napi_int32_array || cell.ElementLength() < 1)
+        throw_error(env, Code::Argument, "signal: expected an Int32Array cancel cell");
+      s.cancel = reinterpret_cast<const int32_t*>(static_cast<uint8_t*>(cell.ArrayBuffer().Data()) + cell.ByteOffset());
+      c.keep.push_back(cell);
+    }
     return c;
   }
 

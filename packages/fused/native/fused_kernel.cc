@@ -1,5 +1,6 @@
 #include "fused_kernel.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "dsa/thread_pool.h"
@@ -39,6 +40,34 @@ std::vector<bf16_t> packed(const WeightView& w) {
 template <class T>
 void grow(std::vector<T>& v, int64_t n) {
   if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+}
+
+bool cancelled(const int32_t* cell) { return cell && __atomic_load_n(cell, __ATOMIC_RELAXED) != 0; }
+
+// Copy the rows of the written slots out of (save) or back into (restore) the three caches.
+void swap_rows(const Step& s, const Dims& d, std::vector<bf16_t>& saved, bool save) {
+  const int64_t T = s.b * s.s1;
+  const int64_t widths[3] = {d.kv_lora, d.rope, d.idx_dim};
+  bf16_t* caches[3] = {s.kv_cache, s.kr_cache, s.index_k_cache};
+  if (save) saved.resize(static_cast<size_t>(T * (d.kv_lora + d.rope + d.idx_dim)));
+  bf16_t* p = saved.data();
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t slot = s.cache_index[t];
+    for (int c = 0; c < 3; ++c) {
+      bf16_t* row = caches[c] + static_cast<int64_t>(slot) * widths[c];
+      if (slot >= 0) {
+        if (save) std::copy(row, row + widths[c], p);
+        else std::copy(p, p + widths[c], row);
+      }
+      p += widths[c];
+    }
+  }
+}
+
+// Rows of the batch handled per indexer/attention call when the call can be cancelled.
+int64_t chunk_rows(const Step& s) {
+  if (!s.cancel) return s.b;
+  return std::max<int64_t>(1, 8 / std::max<int64_t>(1, s.s1));
 }
 
 double ms_since(std::chrono::steady_clock::time_point& t) {
@@ -171,6 +200,18 @@ Status run(const Prepared& p, const Step& s, Workspace& ws, Times* times) noexce
   std::fill(l.indices, l.indices + T * s.topk, -1);
   DSA_RETURN_IF_ERROR(sfa::validate(a));
 
+  if (s.cancel) {
+    try {
+      swap_rows(s, d, ws.saved_rows, true);
+    } catch (const std::bad_alloc&) {
+      return Status::Error(Code::Internal, "inputs: out of memory for the workspace");
+    }
+  }
+  auto abort = [&] {
+    swap_rows(s, d, ws.saved_rows, false);
+    return Status::Error(Code::Aborted, "signal: the call was aborted; the caches are as they were before it");
+  };
+  if (cancelled(s.cancel)) return abort();
   auto t = std::chrono::steady_clock::now();
   Times tm;
   GemmOut proj{ws.proj.data(), d.x_cols(), OutType::F32, false};
@@ -181,12 +222,38 @@ Status run(const Prepared& p, const Step& s, Workspace& ws, Times* times) noexce
   const int64_t ld = d.x_cols();
   DSA_RETURN_IF_ERROR(mla::run_from_projections(m, pr, ld, pr + d.q_lora, ld));
   tm.mla_prolog = ms_since(t);
+  if (cancelled(s.cancel)) return abort();
   const int64_t k_off = d.q_lora + d.kv_lora + d.rope;
   DSA_RETURN_IF_ERROR(ip::run_from_projections(q, pr + k_off, ld, pr + k_off + d.idx_dim, ld));
   tm.indexer_prolog = ms_since(t);
-  DSA_RETURN_IF_ERROR(li::run(l));
+  // The indexer and the attention run over chunks of batch rows when the call can be cancelled.
+  const int64_t step = chunk_rows(s);
+  for (int64_t b0 = 0; b0 < s.b; b0 += step) {
+    if (cancelled(s.cancel)) return abort();
+    const int64_t nb = std::min(step, s.b - b0);
+    li::Args lc = l;
+    lc.b = nb;
+    lc.query += b0 * s.s1 * d.idx_heads * d.idx_dim;
+    lc.weights += b0 * s.s1 * d.idx_heads;
+    lc.block_table += b0 * s.max_blocks;
+    lc.act_seqs += b0;
+    lc.indices += b0 * s.s1 * s.topk;
+    DSA_RETURN_IF_ERROR(li::run(lc));
+  }
   tm.lightning_indexer = ms_since(t);
-  DSA_RETURN_IF_ERROR(sfa::run(a));
+  for (int64_t b0 = 0; b0 < s.b; b0 += step) {
+    if (cancelled(s.cancel)) return abort();
+    const int64_t nb = std::min(step, s.b - b0);
+    sfa::Args ac = a;
+    ac.b = nb;
+    ac.q_nope += b0 * s.s1 * d.n * d.kv_lora;
+    ac.q_rope += b0 * s.s1 * d.n * d.rope;
+    ac.indices += b0 * s.s1 * s.topk;
+    ac.block_table += b0 * s.max_blocks;
+    ac.act_seqs += b0;
+    ac.out += b0 * s.s1 * d.n * d.kv_lora;
+    DSA_RETURN_IF_ERROR(sfa::run(ac));
+  }
   tm.sparse_flash_attention = ms_since(t);
   if (times) *times = tm;
   return Status::Ok();

@@ -52,6 +52,10 @@ struct Step {
   int sparse_mode = 3;
   bf16_t* out = nullptr;       // [b, s1, n, kv_lora]
   int32_t* indices = nullptr;  // optional [b, s1, topk]; null: kept in the workspace
+  // Optional cancel cell (an Int32Array element set by JS from an AbortSignal). When non-zero at a
+  // check point (between phases, between row chunks of the indexer and the attention), run()
+  // restores the cache rows it wrote and returns Code::Aborted.
+  const int32_t* cancel = nullptr;
 };
 
 // Milliseconds per phase of the last run.
@@ -64,6 +68,7 @@ struct Workspace {
   std::vector<float> proj;
   std::vector<bf16_t> q_nope, q_rope, q_norm, query, weights;
   std::vector<int32_t> indices;
+  std::vector<bf16_t> saved_rows;  // cache rows a cancellable call overwrites, to put back on abort
 };
 
 // Validates everything the four stages will read or write before anything is written, then runs.

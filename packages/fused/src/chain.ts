@@ -5,7 +5,7 @@ import { lightningIndexer, lightningIndexerAsync } from '@dsa/lightning-indexer'
 import { mlaProlog, mlaPrologAsync } from '@dsa/mla-prolog';
 import { sparseFlashAttention, sparseFlashAttentionAsync } from '@dsa/sparse-flash-attn';
 import type { Bf16Tensor, I32Tensor } from '@dsa/tensor-core';
-import type { ResolvedOptions, SparseAttentionInputs } from './inputs.js';
+import { abortedError, saveWrittenRows, type ResolvedOptions, type SparseAttentionInputs } from './inputs.js';
 
 export interface OperatorResult {
   out: Bf16Tensor;
@@ -69,10 +69,24 @@ export function runChain(i: SparseAttentionInputs, o: ResolvedOptions, times?: S
   return result(o, sfa.out, li.indices);
 }
 
+/** Async chain; with a signal, checked between stages, and an abort puts the written rows back. */
 export async function runChainAsync(i: SparseAttentionInputs, o: ResolvedOptions): Promise<OperatorResult> {
+  const signal = o.signal;
+  if (signal?.aborted) throw abortedError();
+  const restore = signal ? saveWrittenRows(i) : undefined;
+  const check = (): void => {
+    if (signal?.aborted) {
+      restore!();
+      throw abortedError();
+    }
+  };
   const mla = await mlaPrologAsync(...mlaArgs(i, o));
+  check();
   const ip = await indexerPrologAsync(...ipArgs(i, o, mla));
+  check();
   const li = await lightningIndexerAsync(...liArgs(i, o, ip));
+  check();
   const sfa = await sparseFlashAttentionAsync(...sfaArgs(i, o, mla, li.indices));
+  check();
   return result(o, sfa.out, li.indices);
 }

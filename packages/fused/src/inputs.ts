@@ -50,6 +50,7 @@ export interface ResolvedOptions {
   sparseMode: 0 | 3;
   mode: 'fused' | 'chain';
   returnIndices: boolean;
+  signal: AbortSignal | undefined;
 }
 
 const WEIGHT = { dtype: 'bfloat16', formats: ['ND', 'NZ', 'PACKED'] } as const;
@@ -173,6 +174,33 @@ export function resolveOptions(o: SparseAttentionOptions | undefined, kvLora: nu
     sparseMode: enumOption('sparseMode', opts.sparseMode, [0, 3] as const, 3),
     mode: enumOption('mode', opts.mode, ['fused', 'chain'] as const, 'fused'),
     returnIndices: booleanOption('returnIndices', opts.returnIndices),
+    signal: signalOption(opts.signal),
+  };
+}
+
+function signalOption(value: unknown): AbortSignal | undefined {
+  if (value === undefined) return undefined;
+  const v = value as Partial<AbortSignal>;
+  if (typeof v !== 'object' || v === null || typeof v.aborted !== 'boolean' || typeof v.addEventListener !== 'function') {
+    throw new DsaError(ErrorCode.ARGUMENT, `signal: expected an AbortSignal, got ${String(value)}`, 'signal');
+  }
+  return value as AbortSignal;
+}
+
+/** The error of an aborted call. */
+export function abortedError(): DsaError {
+  return new DsaError(ErrorCode.ABORTED, 'signal: the call was aborted; the caches are as they were before it', 'signal');
+}
+
+/** Copies of the cache rows a call will write, to put back if it is aborted. */
+export function saveWrittenRows(s: StepInputs): () => void {
+  const saved = [s.kvCache, s.krCache, s.indexKCache].map((cache) => {
+    const d = cache.shape[3]!;
+    const rows = Array.from(s.cacheIndex.data).filter((slot) => slot >= 0);
+    return { cache, d, rows, data: rows.map((slot) => cache.data.slice(slot * d, (slot + 1) * d)) };
+  });
+  return () => {
+    for (const { cache, d, rows, data } of saved) rows.forEach((slot, i) => cache.data.set(data[i]!, slot * d));
   };
 }
 

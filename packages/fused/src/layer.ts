@@ -1,6 +1,6 @@
-import { DimBinder, DsaError, ErrorCode, packWeights, type Bf16Tensor } from '@dsa/tensor-core';
+import { DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, type Bf16Tensor } from '@dsa/tensor-core';
 import { runChain, runChainAsync, type OperatorResult, type StageTimes } from './chain.js';
-import { checkStep, checkWeights, resolveOptions, type LayerWeights, type OperatorDims, type ResolvedOptions, type StepInputs } from './inputs.js';
+import { abortedError, checkStep, checkWeights, resolveOptions, type LayerWeights, type OperatorDims, type ResolvedOptions, type StepInputs } from './inputs.js';
 import { callNative, nativeAddon, type NativeLayer, type NativeResult } from './native.js';
 import type { SparseAttentionOptions } from './presets.js';
 
@@ -36,6 +36,7 @@ export class DsaLayer {
   /** Run the operator for one call's tokens; options override the layer's. */
   forward(step: StepInputs, options: SparseAttentionOptions = {}): OperatorResult {
     const [o, d] = this.check(step, options);
+    if (o.signal?.aborted) throw abortedError();
     if (d.b === 0 || d.s1 === 0) return emptyResult(d, o);
     if (o.mode === 'chain') {
       const times: StageTimes = { mlaProlog: 0, indexerProlog: 0, lightningIndexer: 0, sparseFlashAttention: 0 };
@@ -47,18 +48,28 @@ export class DsaLayer {
     return this.fromNative(callNative(() => layer.forward(step, o)));
   }
 
-  /** The same without blocking the event loop. Do not touch the caches until it settles. */
+  /**
+   * The same without blocking the event loop. Do not touch the caches until it settles. With
+   * `options.signal`, an abort stops the call at its next check point and rejects with
+   * DSA_E_ABORTED, leaving the caches as they were before the call.
+   */
   async forwardAsync(step: StepInputs, options: SparseAttentionOptions = {}): Promise<OperatorResult> {
     const [o, d] = this.check(step, options);
+    if (o.signal?.aborted) throw abortedError();
     if (d.b === 0 || d.s1 === 0) return emptyResult(d, o);
     if (o.mode === 'chain') return runChainAsync({ ...this.chainWeights(), ...step }, o);
     const layer = this.nativeLayer();
+    const cell = o.signal ? new Int32Array(1) : undefined;
+    const onAbort = (): void => {
+      Atomics.store(cell!, 0, 1);
+    };
+    o.signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      return this.fromNative(await layer.forwardAsync(step, o));
+      return this.fromNative(await layer.forwardAsync(step, o, cell));
     } catch (e) {
-      throw callNative(() => {
-        throw e;
-      });
+      throw fromNativeError(e);
+    } finally {
+      o.signal?.removeEventListener('abort', onAbort);
     }
   }
 

@@ -21,7 +21,8 @@ export interface NativeResult {
 /** The fused addon's prepared layer: weights packed once in native memory, a reused workspace. */
 export interface NativeLayer {
   forward(step: StepInputs, options: NativeOptions): NativeResult;
-  forwardAsync(step: StepInputs, options: NativeOptions): Promise<NativeResult>;
+  /** `cancel`: an Int32Array cell; setting element 0 to 1 aborts the call at its next check point. */
+  forwardAsync(step: StepInputs, options: NativeOptions, cancel?: Int32Array): Promise<NativeResult>;
   dispose(): void;
   readonly bytes: number;
 }

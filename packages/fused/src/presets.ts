@@ -16,6 +16,11 @@ export interface SparseAttentionOptions {
   mode?: 'fused' | 'chain';
   /** Also return the top-k indices [b, s1, topk]. */
   returnIndices?: boolean;
+  /**
+   * Async calls only: aborting stops the call at the next check point (between stages, between
+   * chunks of batch rows) and rejects with DSA_E_ABORTED; the caches are left as they were before it.
+   */
+  signal?: AbortSignal;
 }
 
 /**

@@ -181,6 +181,59 @@ describe('API forms', () => {
   });
 });
 
+describe('cancellation', () => {
+  const big = randomProblem(8, { b: 16, s1: 4, acts: Array.from({ length: 16 }, (_, i) => 200 + 37 * i), h: 256, qLora: 64, n: 16, kvLora: 64, rope: 16, idxHeads: 8, idxDim: 32, blockSize: 16 });
+
+  it.each(['fused', 'chain'] as const)('%s: an abort during the call rejects with DSA_E_ABORTED and leaves the caches as they were', async (mode) => {
+    const inputs = withFreshCaches(big);
+    const before = [inputs.kvCache, inputs.krCache, inputs.indexKCache].map((t) => t.data.slice());
+    const ctrl = new AbortController();
+    const pending = sparseAttentionAsync(inputs, { topk: 32, mode, signal: ctrl.signal });
+    ctrl.abort();
+    let err: unknown;
+    try {
+      await pending;
+    } catch (e) {
+      err = e;
+    }
+    expect((err as { code?: string })?.code).toBe('DSA_E_ABORTED');
+    [inputs.kvCache, inputs.krCache, inputs.indexKCache].forEach((t, k) => expect(t.data).toEqual(before[k]));
+  });
+
+  it('aborts landing later in the call (after caches were written) also put every row back', async () => {
+    const t0 = performance.now();
+    const reference = sparseAttention(withFreshCaches(big), { topk: 32 });
+    const ms = performance.now() - t0;
+    let aborted = 0;
+    for (const f of [0.2, 0.4, 0.6, 0.8]) {
+      const inputs = withFreshCaches(big);
+      const before = [inputs.kvCache, inputs.krCache, inputs.indexKCache].map((t) => t.data.slice());
+      const ctrl = new AbortController();
+      const pending = sparseAttentionAsync(inputs, { topk: 32, signal: ctrl.signal });
+      setTimeout(() => ctrl.abort(), ms * f);
+      try {
+        const r = await pending;
+        expect(r.out.data).toEqual(reference.out.data);
+      } catch (e) {
+        expect((e as { code?: string }).code).toBe('DSA_E_ABORTED');
+        [inputs.kvCache, inputs.krCache, inputs.indexKCache].forEach((t, k) => expect(t.data).toEqual(before[k]));
+        aborted++;
+      }
+    }
+    expect(aborted).toBeGreaterThan(0);
+  });
+
+  it('an already aborted signal rejects at once; a signal that never fires changes nothing', async () => {
+    const ctrl = new AbortController();
+    ctrl.abort();
+    await expect(sparseAttentionAsync(withFreshCaches(big), { topk: 32, signal: ctrl.signal })).rejects.toMatchObject({ code: 'DSA_E_ABORTED' });
+    const plain = sparseAttention(withFreshCaches(big), { topk: 32 });
+    const withSignal = await sparseAttentionAsync(withFreshCaches(big), { topk: 32, signal: new AbortController().signal });
+    expect(withSignal.out.data).toEqual(plain.out.data);
+    await expect(sparseAttentionAsync(withFreshCaches(big), { topk: 32, signal: 'stop' as never })).rejects.toMatchObject({ code: 'DSA_E_ARGUMENT' });
+  });
+});
+
 describe('multi-step decode with the cache manager', () => {
   it('prefill then decode steps equal step-by-step reference calls', () => {
     const dims = { h: 64, qLora: 32, n: 4, qkNope: 16, kvLora: 32, rope: 8, idxHeads: 4, idxDim: 16 };
