@@ -108,13 +108,16 @@ function prepare(inputs: unknown, options: unknown): Prepared {
     }
   }
   const rows = b * s1;
-  if (rows * topk > 0x7fffffff || (returnScores && rows * maxAct > 0x7fffffff)) {
-    throw new DsaError(ErrorCode.RANGE, `topk: the outputs of ${rows} rows x ${topk} indices (or x ${maxAct} scores) exceed 2^31 elements`, 'topk');
+  let indexData: Int32Array;
+  let scoreData: Float32Array | null = null;
+  try {
+    indexData = new Int32Array(rows * topk);
+    if (returnScores) scoreData = new Float32Array(rows * maxAct);
+  } catch (e) {
+    throw new DsaError(ErrorCode.RANGE, `topk: cannot allocate the outputs (${rows} rows x ${topk} indices${returnScores ? ` and x ${maxAct} scores` : ''}): ${(e as Error).message}`, 'topk');
   }
-  const indices: I32Tensor = { dtype: 'int32', shape: [b, s1, topk], data: new Int32Array(rows * topk), format: 'ND' };
-  const scores: F32Tensor | null = returnScores
-    ? { dtype: 'float32', shape: [b, s1, maxAct], data: new Float32Array(rows * maxAct), format: 'ND' }
-    : null;
+  const indices: I32Tensor = { dtype: 'int32', shape: [b, s1, topk], data: indexData, format: 'ND' };
+  const scores: F32Tensor | null = scoreData ? { dtype: 'float32', shape: [b, s1, maxAct], data: scoreData, format: 'ND' } : null;
   return { inputs: { query, weights, indexKCache, blockTable, actSeqs }, indices, scores, topk, sparseMode };
 }
 

@@ -70,6 +70,10 @@ describe('bad inputs throw a DsaError naming the argument and change nothing', (
     expect(() => lightningIndexer(x, { topk: 4 })).not.toThrow();
   });
 
+  it('outputs too large to allocate', () => {
+    expectError(() => lightningIndexer(base(), { topk: 0x7fffffff }), 'DSA_E_RANGE', 'topk', /topk: cannot allocate the outputs \(4 rows x 2147483647 indices\)/);
+  });
+
   it('non-object inputs and options', () => {
     expectError(() => lightningIndexer(null as unknown as LightningIndexerInputs), 'DSA_E_ARGUMENT', 'inputs', /inputs: expected an object/);
     expectError(() => lightningIndexer(base(), 3 as unknown as object), 'DSA_E_ARGUMENT', 'options', /options: expected an object/);
