@@ -1,2 +1,2 @@
 import { defineProject } from 'vitest/config';
-export default defineProject({ test: { name: 'tensor-core', include: ['test/**/*.test.ts'] } });
+export default defineProject({ test: { name: 'tensor-core', include: ['test/**/*.test.ts'], testTimeout: 120_000, hookTimeout: 120_000 } });

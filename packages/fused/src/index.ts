@@ -1,4 +1,4 @@
-import { DsaError, ErrorCode, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import { assertCachesIdle, DsaError, ErrorCode, withCaches, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
 import { runChain, runChainAsync, type OperatorResult } from './chain.js';
 import { checkStep, checkWeights, resolveOptions, type LayerWeights, type SparseAttentionInputs, type StepInputs } from './inputs.js';
 import { DsaLayer } from './layer.js';
@@ -63,7 +63,9 @@ export function sparseAttention(inputs: SparseAttentionInputs, options: SparseAt
   const [w, s] = split(inputs);
   if (options?.mode === 'chain') {
     const d = checkStep(s, checkWeights(w));
-    return runChain(inputs, resolveOptions(options, d.kvLora, d.rope));
+    const o = resolveOptions(options, d.kvLora, d.rope);
+    assertCachesIdle([['kvCache', s.kvCache], ['krCache', s.krCache], ['indexKCache', s.indexKCache]]);
+    return runChain(inputs, o);
   }
   return layerFor(w).forward(s, options);
 }
@@ -73,7 +75,8 @@ export async function sparseAttentionAsync(inputs: SparseAttentionInputs, option
   const [w, s] = split(inputs);
   if (options?.mode === 'chain') {
     const d = checkStep(s, checkWeights(w));
-    return runChainAsync(inputs, resolveOptions(options, d.kvLora, d.rope));
+    const o = resolveOptions(options, d.kvLora, d.rope);
+    return withCaches([['kvCache', s.kvCache], ['krCache', s.krCache], ['indexKCache', s.indexKCache]], () => runChainAsync(inputs, o));
   }
   return layerFor(w).forwardAsync(s, options);
 }

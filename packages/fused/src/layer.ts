@@ -1,4 +1,4 @@
-import { DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, type Bf16Tensor } from '@dsa/tensor-core';
+import { assertCachesIdle, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, withCaches, type Bf16Tensor } from '@dsa/tensor-core';
 import { runChain, runChainAsync, type OperatorResult, type StageTimes } from './chain.js';
 import { abortedError, checkStep, checkWeights, resolveOptions, type LayerWeights, type OperatorDims, type ResolvedOptions, type StepInputs } from './inputs.js';
 import { callNative, nativeAddon, type NativeLayer, type NativeResult } from './native.js';
@@ -37,6 +37,7 @@ export class DsaLayer {
   forward(step: StepInputs, options: SparseAttentionOptions = {}): OperatorResult {
     const [o, d] = this.check(step, options);
     if (o.signal?.aborted) throw abortedError();
+    assertCachesIdle(cachesOf(step));
     if (d.b === 0 || d.s1 === 0) return emptyResult(d, o);
     if (o.mode === 'chain') {
       const times: StageTimes = { mlaProlog: 0, indexerProlog: 0, lightningIndexer: 0, sparseFlashAttention: 0 };
@@ -57,20 +58,24 @@ export class DsaLayer {
     const [o, d] = this.check(step, options);
     if (o.signal?.aborted) throw abortedError();
     if (d.b === 0 || d.s1 === 0) return emptyResult(d, o);
-    if (o.mode === 'chain') return runChainAsync({ ...this.chainWeights(), ...step }, o);
-    const layer = this.nativeLayer();
-    const cell = o.signal ? new Int32Array(1) : undefined;
-    const onAbort = (): void => {
-      Atomics.store(cell!, 0, 1);
-    };
-    o.signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      return this.fromNative(await layer.forwardAsync(step, o, cell));
-    } catch (e) {
-      throw fromNativeError(e);
-    } finally {
-      o.signal?.removeEventListener('abort', onAbort);
-    }
+    // Calls on the same caches run one after the other (see tensor-core's cache lock).
+    return withCaches(cachesOf(step), async () => {
+      if (o.signal?.aborted) throw abortedError();
+      if (o.mode === 'chain') return runChainAsync({ ...this.chainWeights(), ...step }, o);
+      const layer = this.nativeLayer();
+      const cell = o.signal ? new Int32Array(1) : undefined;
+      const onAbort = (): void => {
+        Atomics.store(cell!, 0, 1);
+      };
+      o.signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        return this.fromNative(await layer.forwardAsync(step, o, cell));
+      } catch (e) {
+        throw fromNativeError(e);
+      } finally {
+        o.signal?.removeEventListener('abort', onAbort);
+      }
+    });
   }
 
   /** Free the prepared weights now (later calls throw DSA_E_STATE). */
@@ -113,6 +118,10 @@ export class DsaLayer {
     this.lastTimes = r.times;
     return r.indices ? { out: r.out, indices: r.indices } : { out: r.out };
   }
+}
+
+function cachesOf(s: StepInputs): [string, Bf16Tensor][] {
+  return [['kvCache', s.kvCache], ['krCache', s.krCache], ['indexKCache', s.indexKCache]];
 }
 
 function emptyResult(d: OperatorDims, o: ResolvedOptions): OperatorResult {

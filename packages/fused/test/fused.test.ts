@@ -9,7 +9,7 @@ import {
   type SparseAttentionInputs, type SparseAttentionOptions,
 } from '../src/index.js';
 import { sparseAttentionReference } from '../src/reference.js';
-import { changedRows, randomProblem, topkMismatches, withFreshCaches } from './helpers.js';
+import { changedRows, randomProblem, sameBytes, topkMismatches, withFreshCaches } from './helpers.js';
 
 const GOLDEN = join(import.meta.dirname, '../../../../shared/golden');
 const CASES = ['tiny', 'mtp-empty-row', 'prefill', 'model-heads', 'skip-slot'];
@@ -128,8 +128,8 @@ describe('API forms', () => {
       b.x, b.wDq, b.wUqQr, b.wUk, b.wDkvKr, b.gammaCq, b.gammaCkv, b.sin, b.cos, b.cacheIndex, b.kvCache, b.krCache,
       b.blockTable, b.actSeqs, b.wIdxQb, b.wIdxK, b.wIdxProj, b.inGammaK, b.inBetaK, b.indexKCache, { topk: 8 },
     );
-    expect(out2.data).toEqual(out1.data);
-    expect(b.kvCache.data).toEqual(a.kvCache.data);
+    expect(sameBytes(out2.data, out1.data)).toBe(true);
+    expect(sameBytes(b.kvCache.data, a.kvCache.data)).toBe(true);
   });
 
   it('plain calls reuse prepared weights, and notice a weight changed in place', () => {
@@ -139,8 +139,8 @@ describe('API forms', () => {
     w.wDq.data[0] = w.wDq.data[0]! ^ 0x4000; // a sampled element: the fingerprint changes
     const changed = sparseAttention(withFreshCaches(w), { topk: 8 }).out;
     const fresh = sparseAttention(withFreshCaches({ ...w, wDq: clone(w.wDq) }), { topk: 8 }).out;
-    expect(changed.data).toEqual(fresh.data);
-    expect(changed.data).not.toEqual(first.data);
+    expect(sameBytes(changed.data, fresh.data)).toBe(true);
+    expect(sameBytes(changed.data, first.data)).toBe(false);
   });
 
   it('returns indices only when asked', () => {
@@ -159,10 +159,10 @@ describe('API forms', () => {
     const pending = sparseAttentionAsync(b, { topk: 64, returnIndices: true });
     const asyncR = await pending;
     clearInterval(timer);
-    expect(asyncR.out.data).toEqual(sync.out.data);
-    expect(asyncR.indices!.data).toEqual(sync.indices!.data);
-    expect(b.kvCache.data).toEqual(a.kvCache.data);
-    expect(b.indexKCache.data).toEqual(a.indexKCache.data);
+    expect(sameBytes(asyncR.out.data, sync.out.data)).toBe(true);
+    expect(sameBytes(asyncR.indices!.data, sync.indices!.data)).toBe(true);
+    expect(sameBytes(b.kvCache.data, a.kvCache.data)).toBe(true);
+    expect(sameBytes(b.indexKCache.data, a.indexKCache.data)).toBe(true);
     expect(ticks).toBeGreaterThan(0);
   });
 
@@ -171,13 +171,69 @@ describe('API forms', () => {
     const step = withFreshCaches(inputs);
     const r1 = layer.forward(step);
     const r2 = await layer.forwardAsync(withFreshCaches(inputs));
-    expect(r2.out.data).toEqual(r1.out.data);
+    expect(sameBytes(r2.out.data, r1.out.data)).toBe(true);
     expect(layer.nativeBytes).toBeGreaterThan(0);
     expect(layer.lastTimes.sparseFlashAttention).toBeGreaterThanOrEqual(0);
     const chained = layer.forward(withFreshCaches(inputs), { mode: 'chain' });
     expectClose(chained.out, r1.out, 'layer chain vs fused');
     layer.dispose();
     expect(() => layer.forward(withFreshCaches(inputs))).toThrow(/disposed/);
+  });
+});
+
+describe('concurrency', () => {
+  const inputs = randomProblem(31, { b: 2, s1: 8, acts: [40, 64], blockSize: 8 });
+
+  it('many async calls in flight on independent caches give the same bytes as sequential calls', async () => {
+    const seeds = [1, 2, 3, 4, 5, 6, 7, 8];
+    const problems = seeds.map((s) => ({ ...withFreshCaches(inputs), x: randomProblem(500 + s, { b: 2, s1: 8, acts: [40, 64] }).x }));
+    const sequential = problems.map((p) => {
+      const c = withFreshCaches(p);
+      return { out: sparseAttention(c, { topk: 16 }).out, kv: c.kvCache };
+    });
+    const concurrent = await Promise.all(problems.map(async (p) => {
+      const c = withFreshCaches(p);
+      return { out: (await sparseAttentionAsync(c, { topk: 16, mode: p === problems[0] ? 'chain' : 'fused' })).out, kv: c.kvCache };
+    }));
+    concurrent.forEach((r, i) => {
+      if (i === 0) expectClose(r.out, sequential[i]!.out, 'chain in flight');
+      else expect(sameBytes(r.out.data, sequential[i]!.out.data)).toBe(true);
+      expect(sameBytes(r.kv.data, sequential[i]!.kv.data)).toBe(true);
+    });
+  });
+
+  it('calls on the same caches are serialized (async) or rejected (sync while one is in flight)', async () => {
+    const shared = withFreshCaches(inputs);
+    const steps = [1, 2, 3].map((s) => ({ ...shared, x: randomProblem(700 + s, { b: 2, s1: 8, acts: [40, 64] }).x }));
+    const pending = steps.map((st) => sparseAttentionAsync(st, { topk: 16 }));
+    expect(() => sparseAttention(steps[0]!, { topk: 16 })).toThrow(/kvCache: an async call on this cache has not settled/);
+    const results = await Promise.all(pending);
+    // Sequential replay on a fresh copy: the same bytes, so the three calls did not interleave.
+    const replay = withFreshCaches(inputs);
+    steps.forEach((st, i) => {
+      const r = sparseAttention({ ...st, kvCache: replay.kvCache, krCache: replay.krCache, indexKCache: replay.indexKCache }, { topk: 16 });
+      expect(sameBytes(results[i]!.out.data, r.out.data)).toBe(true);
+    });
+    expect(sameBytes(shared.kvCache.data, replay.kvCache.data)).toBe(true);
+    expect(() => sparseAttention(steps[0]!, { topk: 16 })).not.toThrow();
+  });
+
+  it('the event loop stays responsive during a long async call', async () => {
+    const big = randomProblem(9, { b: 8, s1: 32, acts: Array(8).fill(700), h: 512, qLora: 128, n: 16, kvLora: 128, rope: 32, idxHeads: 16, idxDim: 64, blockSize: 32 });
+    let worst = 0;
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      worst = Math.max(worst, now - last);
+      last = now;
+    }, 1);
+    const t0 = performance.now();
+    await sparseAttentionAsync(withFreshCaches(big), { topk: 128 });
+    const ms = performance.now() - t0;
+    clearInterval(timer);
+    // The call itself takes far longer than any gap between timer ticks.
+    expect(ms).toBeGreaterThan(worst);
+    console.log(`async call ${ms.toFixed(1)} ms, longest timer delay ${worst.toFixed(1)} ms`);
   });
 });
 
@@ -197,7 +253,7 @@ describe('cancellation', () => {
       err = e;
     }
     expect((err as { code?: string })?.code).toBe('DSA_E_ABORTED');
-    [inputs.kvCache, inputs.krCache, inputs.indexKCache].forEach((t, k) => expect(t.data).toEqual(before[k]));
+    [inputs.kvCache, inputs.krCache, inputs.indexKCache].forEach((t, k) => expect(sameBytes(t.data, before[k])).toBe(true));
   });
 
   it('aborts landing later in the call (after caches were written) also put every row back', async () => {
@@ -213,10 +269,10 @@ describe('cancellation', () => {
       setTimeout(() => ctrl.abort(), ms * f);
       try {
         const r = await pending;
-        expect(r.out.data).toEqual(reference.out.data);
+        expect(sameBytes(r.out.data, reference.out.data)).toBe(true);
       } catch (e) {
         expect((e as { code?: string }).code).toBe('DSA_E_ABORTED');
-        [inputs.kvCache, inputs.krCache, inputs.indexKCache].forEach((t, k) => expect(t.data).toEqual(before[k]));
+        [inputs.kvCache, inputs.krCache, inputs.indexKCache].forEach((t, k) => expect(sameBytes(t.data, before[k])).toBe(true));
         aborted++;
       }
     }
@@ -229,7 +285,7 @@ describe('cancellation', () => {
     await expect(sparseAttentionAsync(withFreshCaches(big), { topk: 32, signal: ctrl.signal })).rejects.toMatchObject({ code: 'DSA_E_ABORTED' });
     const plain = sparseAttention(withFreshCaches(big), { topk: 32 });
     const withSignal = await sparseAttentionAsync(withFreshCaches(big), { topk: 32, signal: new AbortController().signal });
-    expect(withSignal.out.data).toEqual(plain.out.data);
+    expect(sameBytes(withSignal.out.data, plain.out.data)).toBe(true);
     await expect(sparseAttentionAsync(withFreshCaches(big), { topk: 32, signal: 'stop' as never })).rejects.toMatchObject({ code: 'DSA_E_ARGUMENT' });
   });
 });
@@ -318,7 +374,7 @@ describe('bad input is rejected before any cache byte changes', () => {
         expect((err as { code: string }).code).toBe(code);
         expect((err as Error).message).toMatch(message);
       }
-      [inputs.kvCache, inputs.krCache, inputs.indexKCache].forEach((t, k) => t && expect(t.data).toEqual(snap[k]));
+      [inputs.kvCache, inputs.krCache, inputs.indexKCache].forEach((t, k) => t && expect(sameBytes(t.data, snap[k])).toBe(true));
     }
   });
 });

@@ -101,3 +101,9 @@ export function changedRows(a: Bf16Tensor, b: Bf16Tensor): number[] {
   }
   return rows;
 }
+
+/** Byte equality of two typed arrays (vitest's deep equality is slow on millions of elements). */
+export function sameBytes(a: ArrayBufferView | undefined, b: ArrayBufferView | undefined): boolean {
+  if (!a || !b) return a === b;
+  return Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
+}

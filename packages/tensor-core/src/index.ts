@@ -19,3 +19,4 @@ export {
 export { matmul, matmulBatched, packWeights, cpuFeatures, activeIsa } from './matmul.js';
 export { measureCeilings, type Ceilings } from './ceilings.js';
 export { relativeL2, iscloseFraction, compareBf16 } from './compare.js';
+export { assertCachesIdle, withCaches } from './cache-lock.js';
