@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  clone, compareBf16, isDsaError, readGoldenCase, setIsa, toFloat32, type Bf16Tensor, type I32Tensor, type Isa,
+  clone, isDsaError, readGoldenCase, setIsa, type Bf16Tensor, type I32Tensor, type Isa,
   cpuFeatures,
 } from '@dsa/tensor-core';
 import {
@@ -9,41 +9,11 @@ import {
   type SparseAttentionInputs, type SparseAttentionOptions,
 } from '../src/index.js';
 import { sparseAttentionReference } from '../src/reference.js';
-import { changedRows, randomProblem, sameBytes, topkMismatches, withFreshCaches } from './helpers.js';
+import { checkAgainstReference, expectClose, randomProblem, sameBytes, topkMismatches, withFreshCaches } from './helpers.js';
 
 const GOLDEN = join(import.meta.dirname, '../../../../shared/golden');
 const CASES = ['tiny', 'mtp-empty-row', 'prefill', 'model-heads', 'skip-slot'];
 afterAll(() => setIsa('auto'));
-
-function expectClose(actual: Bf16Tensor, expected: Bf16Tensor, what: string): void {
-  const r = compareBf16(toFloat32(actual), toFloat32(expected));
-  expect(r.relL2, `${what} relative L2`).toBeLessThanOrEqual(1e-2);
-  expect(r.close, `${what} isclose fraction`).toBeGreaterThanOrEqual(0.97);
-}
-
-function maxAct(i: SparseAttentionInputs): number {
-  return Math.max(0, ...Array.from(i.actSeqs.data));
-}
-
-/** Check one call against the float64 reference: caches, indices (as sets) and out over the same set. */
-function checkAgainstReference(inputs: SparseAttentionInputs, options: SparseAttentionOptions, mode: 'fused' | 'chain'): { out: Bf16Tensor; indices: I32Tensor } {
-  const before = withFreshCaches(inputs);
-  const run = withFreshCaches(inputs);
-  const r = sparseAttention(run, { ...options, mode, returnIndices: true });
-  const ref = sparseAttentionReference(before, options);
-  expect(topkMismatches(r.indices!, ref.indices, ref.scores, maxAct(inputs))).toBe(0);
-  const refSame = sparseAttentionReference(withFreshCaches(inputs), options, r.indices);
-  expectClose(r.out, refSame.out, `${mode} out`);
-  expectClose(run.kvCache, ref.kvCache, 'kvCache');
-  expectClose(run.krCache, ref.krCache, 'krCache');
-  expectClose(run.indexKCache, ref.indexKCache, 'indexKCache');
-  // Rows the call does not write stay byte-for-byte as they were.
-  const written = new Set(Array.from(inputs.cacheIndex.data).filter((v) => v >= 0));
-  for (const [a, b] of [[run.kvCache, before.kvCache], [run.krCache, before.krCache], [run.indexKCache, before.indexKCache]] as const) {
-    for (const row of changedRows(a, b)) expect(written.has(row), `row ${row} changed but was not written`).toBe(true);
-  }
-  return { out: r.out, indices: r.indices! };
-}
 
 describe('golden cases (independent implementation)', () => {
   it.each(CASES)('%s: fused and chain match the golden outputs', (name) => {

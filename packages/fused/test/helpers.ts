@@ -1,5 +1,7 @@
-import { clone, Rng, toNZ, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
-import type { SparseAttentionInputs } from '../src/index.js';
+import { expect } from 'vitest';
+import { clone, compareBf16, Rng, toFloat32, toNZ, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import { sparseAttention, type SparseAttentionInputs, type SparseAttentionOptions } from '../src/index.js';
+import { sparseAttentionReference } from '../src/reference.js';
 
 export interface ProblemConfig {
   b: number; s1: number; h?: number; qLora?: number; n?: number; qkNope?: number; kvLora?: number; rope?: number;
@@ -107,3 +109,36 @@ export function sameBytes(a: ArrayBufferView | undefined, b: ArrayBufferView | u
   if (!a || !b) return a === b;
   return Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
 }
+
+/** The spec's accuracy bar (relative L2 <= 1e-2, isclose on >= `minClose` of the elements). */
+export function expectClose(actual: Bf16Tensor, expected: Bf16Tensor, what: string, minClose = 0.97): number {
+  const r = compareBf16(toFloat32(actual), toFloat32(expected));
+  expect(r.relL2, `${what} relative L2`).toBeLessThanOrEqual(1e-2);
+  expect(r.close, `${what} isclose fraction`).toBeGreaterThanOrEqual(minClose);
+  return Math.round(r.close * expected.data.length);
+}
+
+export function maxAct(i: SparseAttentionInputs): number {
+  return Math.max(0, ...Array.from(i.actSeqs.data));
+}
+
+/** Check one call against the float64 reference: caches, indices (as sets) and out over the same set. */
+export function checkAgainstReference(inputs: SparseAttentionInputs, options: SparseAttentionOptions, mode: 'fused' | 'chain', minClose = 0.97): { out: Bf16Tensor; indices: I32Tensor; closeCount: number } {
+  const before = withFreshCaches(inputs);
+  const run = withFreshCaches(inputs);
+  const r = sparseAttention(run, { ...options, mode, returnIndices: true });
+  const ref = sparseAttentionReference(before, options);
+  expect(topkMismatches(r.indices!, ref.indices, ref.scores, maxAct(inputs))).toBe(0);
+  const refSame = sparseAttentionReference(withFreshCaches(inputs), options, r.indices);
+  const closeCount = expectClose(r.out, refSame.out, `${mode} out`, minClose);
+  expectClose(run.kvCache, ref.kvCache, 'kvCache');
+  expectClose(run.krCache, ref.krCache, 'krCache');
+  expectClose(run.indexKCache, ref.indexKCache, 'indexKCache');
+  // Rows the call does not write stay byte-for-byte as they were.
+  const written = new Set(Array.from(inputs.cacheIndex.data).filter((v) => v >= 0));
+  for (const [a, b] of [[run.kvCache, before.kvCache], [run.krCache, before.krCache], [run.indexKCache, before.indexKCache]] as const) {
+    for (const row of changedRows(a, b)) expect(written.has(row), `row ${row} changed but was not written`).toBe(true);
+  }
+  return { out: r.out, indices: r.indices!, closeCount };
+}
+
