@@ -2,7 +2,7 @@
 // find the rank of the k-th best candidate; only the first round reads every element, the later ones
 // read the members of one bucket. One more pass emits the winners in position order, so equal
 // scores at the threshold go to the smaller positions. The k winners are then sorted with a stable
-// LSD radix sort on the rank.
+// LSD radix sort on the rank (bytes, least significant first).
 #include "lightning_indexer_topk.h"
 
 #include <algorithm>
@@ -100,25 +100,30 @@ void sort_candidates(uint64_t* c, int64_t n, SelectScratch& s) {
     std::sort(c, c + n);
     return;
   }
+  // LSD over the four bytes of the rank; one read pass builds all four histograms.
+  uint32_t hist[4][256];
+  std::memset(hist, 0, sizeof(hist));
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t r = static_cast<uint32_t>(c[i] >> 32);
+    ++hist[0][r & 255];
+    ++hist[1][(r >> 8) & 255];
+    ++hist[2][(r >> 16) & 255];
+    ++hist[3][r >> 24];
+  }
   s.sorted.resize(static_cast<size_t>(n));
   uint64_t* src = c;
   uint64_t* dst = s.sorted.data();
-  static constexpr int kShift[3] = {32, 43, 54};
-  static constexpr uint32_t kMask[3] = {2047, 2047, 1023};
-  uint32_t hist[2048];
-  for (int pass = 0; pass < 3; ++pass) {
-    const int sh = kShift[pass];
-    const uint32_t mask = kMask[pass];
-    std::memset(hist, 0, sizeof(hist));
-    for (int64_t i = 0; i < n; ++i) ++hist[(src[i] >> sh) & mask];
-    if (hist[(src[0] >> sh) & mask] == n) continue;  // one digit value: nothing to reorder
+  for (int pass = 0; pass < 4; ++pass) {
+    uint32_t* h = hist[pass];
+    const int sh = 32 + 8 * pass;
+    if (h[(src[0] >> sh) & 255] == n) continue;  // one digit value: nothing to reorder
     uint32_t sum = 0;
-    for (uint32_t b = 0; b <= mask; ++b) {
-      const uint32_t h = hist[b];
-      hist[b] = sum;
-      sum += h;
+    for (int b = 0; b < 256; ++b) {
+      const uint32_t v = h[b];
+      h[b] = sum;
+      sum += v;
     }
-    for (int64_t i = 0; i < n; ++i) dst[hist[(src[i] >> sh) & mask]++] = src[i];
+    for (int64_t i = 0; i < n; ++i) dst[h[(src[i] >> sh) & 255]++] = src[i];
     std::swap(src, dst);
   }
   if (src != c) std::memcpy(c, src, static_cast<size_t>(n) * sizeof(uint64_t));
