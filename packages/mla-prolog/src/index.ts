@@ -1,5 +1,5 @@
 import {
-  checkTensor, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights,
+  assertCachesIdle, checkTensor, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, withCaches,
   type Bf16Tensor, type Tensor,
 } from '@dsa/tensor-core';
 import { nativeAddon } from './native.js';
@@ -41,7 +41,15 @@ function pick(i: Record<string, unknown>): Record<string, Tensor> {
   return r;
 }
 
+// What a call writes: the shared cache lock (tensor-core) serializes async calls on the same buffers
+// and rejects a sync call while an async one still holds them.
+function written(c: Checked): [string, Tensor | undefined][] {
+  return [['kvCache', c.inputs.kvCache], ['krCache', c.inputs.krCache],
+    ['out.qNope', c.out?.qNope], ['out.qRope', c.out?.qRope], ['out.qNorm', c.out?.qNorm]];
+}
+
 function callSync(c: Checked): MlaPrologOutputs {
+  assertCachesIdle(written(c));
   try {
     return nativeAddon().mlaProlog(c.inputs, c.eps, c.out);
   } catch (e) {
@@ -49,12 +57,14 @@ function callSync(c: Checked): MlaPrologOutputs {
   }
 }
 
-async function callAsync(c: Checked): Promise<MlaPrologOutputs> {
-  try {
-    return await nativeAddon().mlaPrologAsync(c.inputs, c.eps, c.out);
-  } catch (e) {
-    throw fromNativeError(e);
-  }
+function callAsync(c: Checked): Promise<MlaPrologOutputs> {
+  return withCaches(written(c), async () => {
+    try {
+      return await nativeAddon().mlaPrologAsync(c.inputs, c.eps, c.out);
+    } catch (e) {
+      throw fromNativeError(e);
+    }
+  });
 }
 
 /**
@@ -66,7 +76,10 @@ export function mlaProlog(inputs: MlaPrologInputs, options: MlaPrologOptions = {
   return callSync(checkCall(inputs, options));
 }
 
-/** mlaProlog on a worker thread: the event loop keeps running; the caches must not be touched until it settles. */
+/**
+ * mlaProlog on a worker thread; the event loop keeps running. Async calls on the same caches run one
+ * after the other in call order; a sync call on a cache an async call still holds throws DSA_E_STATE.
+ */
 export async function mlaPrologAsync(inputs: MlaPrologInputs, options: MlaPrologOptions = {}): Promise<MlaPrologOutputs> {
   return callAsync(checkCall(inputs, options));
 }

@@ -58,3 +58,22 @@ describe('async twins', () => {
     await expect(p.runAsync(a)).rejects.toMatchObject({ code: 'DSA_E_STATE' });
   });
 });
+
+describe('calls on the same caches', () => {
+  it('async calls are serialized in call order; a sync call meanwhile is refused', async () => {
+    const inputs = makeInputs({ ...D, s1: 8 }, 3);
+    const seq = withFreshCaches(inputs);
+    const first = { ...seq, x: makeInputs({ ...D, s1: 8 }, 4).x };
+    mlaProlog(first);
+    const second = mlaProlog(seq); // same slots: the second call's rows win
+    const shared = withFreshCaches(inputs);
+    const p1 = mlaPrologAsync({ ...shared, x: first.x });
+    const p2 = mlaPrologAsync(shared);
+    expect(() => mlaProlog(shared)).toThrow(expect.objectContaining({ code: 'DSA_E_STATE', argument: 'kvCache' }));
+    const [, r2] = await Promise.all([p1, p2]);
+    expect(sameBytes(r2.qNope.data, second.qNope.data)).toBe(true);
+    expect(sameBytes(shared.kvCache.data, seq.kvCache.data)).toBe(true);
+    expect(sameBytes(shared.krCache.data, seq.krCache.data)).toBe(true);
+    mlaProlog(shared); // settled: sync calls are allowed again
+  });
+});
