@@ -58,7 +58,7 @@ Status run(const Args& a) noexcept;
 // themselves (the fused op does x @ [W_DQ | W_DKVKR | ...] in one pass). qa_f32 is [T, q_lora] with
 // rows ld_qa floats apart, kva_f32 is [T, kv_lora + rope] with rows ld_kva apart; both unrounded
 // fp32 products (rounded to bf16 here, as the spec says). a.x, a.w_dq and a.w_dkv_kr are not read.
-// Validates a first (with the x/W_DQ/W_DKVKR checks skipped when those pointers are null).
+// Validates a first; the x, W_DQ and W_DKVKR checks are skipped when a.x is null.
 Status run_from_projections(const Args& a, const float* qa_f32, int64_t ld_qa, const float* kva_f32,
                             int64_t ld_kva) noexcept;
 
