@@ -16,8 +16,10 @@ inline uint32_t rank_of(float x) {
   x += 0.0f;  // -0.0 -> +0.0: equal scores must tie
   uint32_t u;
   std::memcpy(&u, &x, 4);
-  const uint32_t ascending = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return ~ascending;
+  // Order-preserving map to unsigned (negatives: all bits flipped; positives: sign bit set), then
+  // complemented so larger scores rank first. Branch-free: score signs are unpredictable.
+  const uint32_t flip = static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u;
+  return ~(u ^ flip);
 }
 
 inline uint32_t rank_of(uint64_t c) { return static_cast<uint32_t>(c >> 32); }
@@ -45,18 +47,23 @@ Threshold find_threshold(const RankAt& rank_at, int64_t n, int64_t k, std::vecto
   std::memset(hist, 0, sizeof(hist));
   for (int64_t i = 0; i < n; ++i) ++hist[rank_at(i) >> 21];
   const uint32_t b1 = pick(hist, 2048, need);
-  tmp.resize(hist[b1]);
+  // Branch-free compaction (the kept elements are unpredictable): every element is written, the
+  // count advances only for the kept ones, so tmp needs one spare slot.
+  tmp.resize(hist[b1] + 1);
   int64_t m = 0;
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t r = rank_at(i);
-    if ((r >> 21) == b1) tmp[m++] = r;
+    tmp[m] = r;
+    m += (r >> 21) == b1;
   }
   std::memset(hist, 0, sizeof(hist));
   for (int64_t i = 0; i < m; ++i) ++hist[(tmp[i] >> 10) & 2047];
   const uint32_t b2 = pick(hist, 2048, need);
   int64_t m2 = 0;
-  for (int64_t i = 0; i < m; ++i)
-    if (((tmp[i] >> 10) & 2047) == b2) tmp[m2++] = tmp[i];
+  for (int64_t i = 0; i < m; ++i) {
+    tmp[m2] = tmp[i];
+    m2 += ((tmp[i] >> 10) & 2047) == b2;
+  }
   std::memset(hist, 0, 1024 * sizeof(uint32_t));
   for (int64_t i = 0; i < m2; ++i) ++hist[tmp[i] & 1023];
   const uint32_t b3 = pick(hist, 1024, need);
@@ -75,11 +82,14 @@ int64_t select_scores(const float* scores, int64_t n, int32_t pos0, int64_t k, u
     return n;
   }
   const Threshold t = find_threshold([scores](int64_t i) { return rank_of(scores[i]); }, n, k, s.ranks);
+  // Branch-free emit; out[m] stays inside out[0, k) because the loop ends once k are taken.
   int64_t m = 0, equal = 0;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n && m < k; ++i) {
     const uint32_t r = rank_of(scores[i]);
-    if (r < t.rank || (r == t.rank && equal++ < t.take_equal))
-      out[m++] = (static_cast<uint64_t>(r) << 32) | static_cast<uint32_t>(pos0 + static_cast<int32_t>(i));
+    const bool eq = r == t.rank;
+    out[m] = (static_cast<uint64_t>(r) << 32) | static_cast<uint32_t>(pos0 + static_cast<int32_t>(i));
+    m += (r < t.rank) | (eq & (equal < t.take_equal));
+    equal += eq;
   }
   return m;
 }
@@ -88,9 +98,12 @@ int64_t select_candidates(uint64_t* c, int64_t n, int64_t k, SelectScratch& s) {
   if (n <= k) return n;
   const Threshold t = find_threshold([c](int64_t i) { return rank_of(c[i]); }, n, k, s.ranks);
   int64_t m = 0, equal = 0;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n && m < k; ++i) {  // in place and branch-free, as in select_scores
     const uint32_t r = rank_of(c[i]);
-    if (r < t.rank || (r == t.rank && equal++ < t.take_equal)) c[m++] = c[i];
+    const bool eq = r == t.rank;
+    c[m] = c[i];
+    m += (r < t.rank) | (eq & (equal < t.take_equal));
+    equal += eq;
   }
   return m;
 }
