@@ -126,14 +126,71 @@ void epilogue_token(const Args& a, int64_t t, const float* k, const float* w, fl
   std::memcpy(a.index_k_cache + slot * a.head_dim, key, static_cast<size_t>(a.head_dim) * sizeof(bf16_t));
 }
 
-Status from_projections(const Args& a, const float* k_f32, int64_t ld_k, const float* w_f32, int64_t ld_w) {
-  if (a.tokens == 0) return Status::Ok();
-  // q = bf16(q_norm @ w_qb) straight into the output; RoPE then rewrites the first `rope` dims of each head.
-  GemmOut qo;
-  qo.data = a.query;
-  qo.ld = a.heads * a.head_dim;
-  qo.type = OutType::BF16;
-  if (!matmul(a.q_norm, a.q_lora, a.tokens, a.w_qb, qo)) return Status::Error(Code::Internal, "wIdxQb: matmul refused its arguments");
+// Decode-sized calls (few tokens) are bound by reading the weights. With weights that slice by columns
+// (NZ, Packed: each 16-column panel is contiguous) every product runs in one parallel region of
+// column slices, so the small x products share the weight stream with q_norm @ w_qb instead of each
+// ending in a barrier with idle threads. The slicing depends on the shapes only (results do not
+// change with the thread count).
+constexpr int64_t kGemvMaxTokens = 8;
+constexpr int64_t kQbSlicePanels = 8;  // 128 columns of w_qb (one DeepSeek head) per task
+
+bool sliceable(const WeightView& w) { return w.format == WeightFormat::NZ || w.format == WeightFormat::Packed; }
+
+WeightView panel_slice(const WeightView& w, int64_t p0, int64_t np) {
+  WeightView v = w;
+  const int64_t panel_elems = w.format == WeightFormat::NZ ? w.K * 16 : packed_k(w.K) * 16;
+  v.data = w.data + p0 * panel_elems;
+  v.N = std::min(np * 16, w.N - p0 * 16);
+  return v;
+}
+
+struct Slice {
+  const bf16_t* x;
+  int64_t ldx;
+  WeightView w;
+  GemmOut out;
+};
+
+// One task per slice of `w` (`panels` 16-column panels each); out is column 0 of y.
+void add_slices(std::vector<Slice>& jobs, const bf16_t* x, int64_t ldx, const WeightView& w, int64_t panels, GemmOut out) {
+  const int64_t total = (w.N + 15) / 16;
+  for (int64_t p = 0; p < total; p += panels) {
+    GemmOut o = out;
+    o.data = out.type == OutType::F32 ? static_cast<void*>(static_cast<float*>(out.data) + p * 16)
+                                      : static_cast<void*>(static_cast<bf16_t*>(out.data) + p * 16);
+    jobs.push_back({x, ldx, panel_slice(w, p, panels), o});
+  }
+}
+
+// All products of a decode-sized call in one region; false (nothing done) when the shape or the weight
+// formats do not suit it. proj == nullptr: only q_norm @ w_qb (the x products come from the caller).
+bool gemv_region(const Args& a, float* proj, int64_t ld) {
+  const bool with_x = proj != nullptr;
+  if (a.tokens > kGemvMaxTokens || !sliceable(a.w_qb)) return false;
+  if (with_x && !(a.w_kproj.data != nullptr ? sliceable(a.w_kproj) : sliceable(a.w_k) && sliceable(a.w_proj))) return false;
+  thread_local std::vector<Slice> job_list;  // reused; the tasks below see it through this reference
+  std::vector<Slice>& jobs = job_list;
+  jobs.clear();
+  if (with_x) {
+    // First, so that the long-K x slices do not form the tail of the region.
+    const GemmOut po{proj, ld, OutType::F32, false};
+    if (a.w_kproj.data != nullptr) {
+      add_slices(jobs, a.x, a.hidden, a.w_kproj, 1, po);
+    } else {
+      add_slices(jobs, a.x, a.hidden, a.w_k, 1, po);
+      add_slices(jobs, a.x, a.hidden, a.w_proj, 1, GemmOut{proj + a.head_dim, ld, OutType::F32, false});
+    }
+  }
+  add_slices(jobs, a.q_norm, a.q_lora, a.w_qb, kQbSlicePanels, GemmOut{a.query, a.heads * a.head_dim, OutType::BF16, false});
+  parallel_tasks(static_cast<int64_t>(jobs.size()), [&](int64_t j, int) {
+    const Slice& s = jobs[j];
+    matmul_serial(s.x, s.ldx, a.tokens, s.w, s.out);
+  });
+  return true;
+}
+
+// RoPE, LayerNorm, rounding and scatter for every token, over the pool.
+void epilogue(const Args& a, const float* k_f32, int64_t ld_k, const float* w_f32, int64_t ld_w) {
   // Enough tokens per task that the tiny per-token work does not drown in scheduling.
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, a.heads * a.rope + 4 * a.head_dim));
   parallel_for(a.tokens, grain, [&](int64_t t0, int64_t t1, int) {
@@ -143,6 +200,16 @@ Status from_projections(const Args& a, const float* k_f32, int64_t ld_k, const f
     key.resize(static_cast<size_t>(a.head_dim));
     for (int64_t t = t0; t < t1; ++t) epilogue_token(a, t, k_f32 + t * ld_k, w_f32 + t * ld_w, tmp.data(), key.data());
   });
+}
+
+Status from_projections(const Args& a, const float* k_f32, int64_t ld_k, const float* w_f32, int64_t ld_w) {
+  if (a.tokens == 0) return Status::Ok();
+  if (!gemv_region(a, nullptr, 0)) {
+    // q = bf16(q_norm @ w_qb) straight into the output; RoPE then rewrites the first `rope` dims of each head.
+    const GemmOut qo{a.query, a.heads * a.head_dim, OutType::BF16, false};
+    if (!matmul(a.q_norm, a.q_lora, a.tokens, a.w_qb, qo)) return Status::Error(Code::Internal, "wIdxQb: matmul refused its arguments");
+  }
+  epilogue(a, k_f32, ld_k, w_f32, ld_w);
   return Status::Ok();
 }
 
@@ -192,10 +259,11 @@ Status run(const Args& a) noexcept {
     const int64_t ld = a.head_dim + a.heads;
     thread_local std::vector<float> proj;
     proj.resize(static_cast<size_t>(a.tokens * ld));
-    GemmOut o;
-    o.data = proj.data();
-    o.ld = ld;
-    o.type = OutType::F32;
+    if (gemv_region(a, proj.data(), ld)) {
+      epilogue(a, proj.data(), ld, proj.data() + a.head_dim, ld);
+      return Status::Ok();
+    }
+    GemmOut o{proj.data(), ld, OutType::F32, false};
     bool ok;
     if (a.w_kproj.data != nullptr) {
       ok = matmul(a.x, a.hidden, a.tokens, a.w_kproj, o);

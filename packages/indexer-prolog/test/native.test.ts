@@ -57,23 +57,24 @@ describe('indexerProlog', () => {
     expect(a.weights.data).toEqual(b.weights.data);
   });
 
-  it('is deterministic across thread counts (1 vs 2 threads, byte-equal)', () => {
-    const inputs = withFormat(makeCase(SHAPES.prefill!, 9), 'NZ');
-    const threads = getNumThreads();
-    try {
-      setNumThreads(1);
-      const c1 = poisoned(inputs);
-      const one = indexerProlog(c1);
-      setNumThreads(2);
-      const c2 = poisoned(inputs);
-      const two = indexerProlog(c2);
-      expect(two.query.data).toEqual(one.query.data);
-      expect(two.weights.data).toEqual(one.weights.data);
-      expect(c2.indexKCache.data).toEqual(c1.indexKCache.data);
-    } finally {
-      setNumThreads(threads);
-    }
-  });
+  it.each([['prefill', 'NZ'], ['small', 'PACKED'], ['deepseekWidths', 'NZ']] as const)(
+    'is deterministic across thread counts (1 vs 2 threads, byte-equal): %s %s', (shape, format) => {
+      const inputs = withFormat(makeCase(SHAPES[shape]!, 9), format);
+      const threads = getNumThreads();
+      try {
+        setNumThreads(1);
+        const c1 = poisoned(inputs);
+        const one = indexerProlog(c1);
+        setNumThreads(2);
+        const c2 = poisoned(inputs);
+        const two = indexerProlog(c2);
+        expect(two.query.data).toEqual(one.query.data);
+        expect(two.weights.data).toEqual(one.weights.data);
+        expect(c2.indexKCache.data).toEqual(c1.indexKCache.data);
+      } finally {
+        setNumThreads(threads);
+      }
+    });
 
   it('handles empty batches (b = 0, s1 = 0) without touching the cache', () => {
     for (const d of [{ ...SHAPES.small!, b: 0 }, { ...SHAPES.small!, s1: 0 }]) {
