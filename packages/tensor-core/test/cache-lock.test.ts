@@ -41,3 +41,28 @@ describe('cache lock', () => {
     expect(await withCaches([['indexKCache', a]], async () => 7)).toBe(7);
   });
 });
+
+describe('cache lock nesting', () => {
+  it('a call made inside a holder of the same caches runs at once (no self-deadlock), others still wait', async () => {
+    const a = zeros('bfloat16', [4]);
+    const log: string[] = [];
+    const outer = withCaches([['kvCache', a]], async () => {
+      log.push('outer');
+      await tick(5);
+      assertCachesIdle([['kvCache', a]]);
+      const inner = await withCaches([['kvCache', a]], async () => {
+        log.push('inner');
+        return 1;
+      });
+      log.push('outer end');
+      return inner;
+    });
+    const other = withCaches([['kvCache', a]], async () => {
+      log.push('other');
+      return 2;
+    });
+    expect(() => assertCachesIdle([['kvCache', a]])).toThrow(/kvCache/);
+    expect(await Promise.all([outer, other])).toEqual([1, 2]);
+    expect(log).toEqual(['outer', 'inner', 'outer end', 'other']);
+  });
+});
