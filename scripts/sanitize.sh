@@ -3,6 +3,8 @@
 # normal build) and run the test suite against those builds. Any sanitizer report aborts the run.
 #   scripts/sanitize.sh                 # the whole suite
 #   scripts/sanitize.sh --project fused # vitest arguments select a subset
+#   scripts/sanitize.sh --ci            # the subset `pnpm test` runs: tensor-core and the fused
+#                                       # operator (whose chain mode drives every stage's addon)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKAGES=(tensor-core mla-prolog indexer-prolog lightning-indexer sparse-flash-attn fused)
@@ -20,4 +22,8 @@ done
 export LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libubsan.so)"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+if [ "${1:-}" = "--ci" ]; then
+  shift
+  set -- --project tensor-core --project fused --reporter=json --outputFile=.ci/results/sanitize.json "$@"
+fi
 exec npx vitest run --reporter=default "$@"
