@@ -131,8 +131,11 @@ void epilogue_token(const Args& a, int64_t t, const float* k, const float* w, fl
 // column slices, so the small x products share the weight stream with q_norm @ w_qb instead of each
 // ending in a barrier with idle threads. The slicing depends on the shapes only (results do not
 // change with the thread count).
-constexpr int64_t kGemvMaxTokens = 8;
-constexpr int64_t kQbSlicePanels = 8;  // 128 columns of w_qb (one DeepSeek head) per task
+constexpr int64_t kGemvMaxTokens = 4;
+// 512 columns of w_qb per task: enough 16-column groups that the serial GEMM does not split K.
+constexpr int64_t kQbSlicePanels = 32;
+// 64 columns of the x products per task: the micro-kernels amortize their x broadcasts over 4 panels.
+constexpr int64_t kXSlicePanels = 4;
 
 bool sliceable(const WeightView& w) { return w.format == WeightFormat::NZ || w.format == WeightFormat::Packed; }
 
@@ -175,10 +178,10 @@ bool gemv_region(const Args& a, float* proj, int64_t ld) {
     // First, so that the long-K x slices do not form the tail of the region.
     const GemmOut po{proj, ld, OutType::F32, false};
     if (a.w_kproj.data != nullptr) {
-      add_slices(jobs, a.x, a.hidden, a.w_kproj, 1, po);
+      add_slices(jobs, a.x, a.hidden, a.w_kproj, kXSlicePanels, po);
     } else {
-      add_slices(jobs, a.x, a.hidden, a.w_k, 1, po);
-      add_slices(jobs, a.x, a.hidden, a.w_proj, 1, GemmOut{proj + a.head_dim, ld, OutType::F32, false});
+      add_slices(jobs, a.x, a.hidden, a.w_k, kXSlicePanels, po);
+      add_slices(jobs, a.x, a.hidden, a.w_proj, kXSlicePanels, GemmOut{proj + a.head_dim, ld, OutType::F32, false});
     }
   }
   add_slices(jobs, a.q_norm, a.q_lora, a.w_qb, kQbSlicePanels, GemmOut{a.query, a.heads * a.head_dim, OutType::BF16, false});
