@@ -154,11 +154,14 @@ void gemm_packed(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, c
   }
 
   const int64_t mb = std::min(M, kMBlock), mblocks = (M + mb - 1) / mb;
-  run(groups * mblocks, [&](int64_t t, int) {
-    const int64_t g = t % groups, mbi = t / groups;
+  // Weights packed on the fly: with enough column groups to share out, a task packs its group once
+  // and runs every row block on it; otherwise (narrow weights) tasks are group x row block.
+  const bool whole_m = !prepacked && groups >= 8;
+  const int64_t tasks = whole_m ? groups : groups * mblocks;
+  run(tasks, [&](int64_t t, int) {
+    const int64_t g = t % groups;
     const int64_t p0 = g * G;
     const int np = static_cast<int>(std::min<int64_t>(G, panels - p0));
-    const int64_t m0 = mbi * mb, rows = std::min(mb, M - m0);
     const bf16_t* b;
     thread_local std::vector<bf16_t> packbuf;
     if (prepacked) {
@@ -170,15 +173,20 @@ void gemm_packed(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, c
     }
     thread_local std::vector<float> ctile;
     const int64_t ldt = np * 16;
-    ctile.resize(static_cast<size_t>(rows * ldt));
-    for (int64_t kb = 0; kb < kp2; kb += kKBlockPairs) {
-      const int64_t kn = std::min(kKBlockPairs, kp2 - kb);
-      for (int64_t r = 0; r < rows; r += kPackedMaxRows) {
-        const int mr = static_cast<int>(std::min<int64_t>(kPackedMaxRows, rows - r));
-        tile_fn(a + (m0 + r) * lda + 2 * kb, lda, mr, b + kb * 32, panel_stride, np, kn, ctile.data() + r * ldt, ldt, kb > 0);
+    const int64_t mb0 = whole_m ? 0 : t / groups, mb1 = whole_m ? mblocks : mb0 + 1;
+    for (int64_t mbi = mb0; mbi < mb1; ++mbi) {
+      const int64_t m0 = mbi * mb, rows = std::min(mb, M - m0);
+      ctile.resize(static_cast<size_t>(rows * ldt));
+      for (int64_t kb = 0; kb < kp2; kb += kKBlockPairs) {
+        const int64_t kn = std::min(kKBlockPairs, kp2 - kb);
+        for (int64_t r = 0; r < rows; r += kPackedMaxRows) {
+          const int mr = static_cast<int>(std::min<int64_t>(kPackedMaxRows, rows - r));
+          tile_fn(a + (m0 + r) * lda + 2 * kb, lda, mr, b + kb * 32, panel_stride, np, kn, ctile.data() + r * ldt, ldt,
+                  kb > 0);
+        }
       }
+      store_tile(ctile.data(), ldt, rows, std::min(ldt, N - p0 * 16), y, m0, p0 * 16);
     }
-    store_tile(ctile.data(), ldt, rows, std::min(ldt, N - p0 * 16), y, m0, p0 * 16);
   });
 }
 
@@ -214,12 +222,18 @@ bool matmul_impl(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, c
 
 void pack_panels(const WeightView& src, int64_t panel0, int64_t panels, bf16_t* dst) {
   const int64_t K = src.K, N = src.N, kp2 = packed_k(K) / 2;
+  auto pack_fn = DSA_DISPATCH(pack_panel16);
   for (int64_t p = 0; p < panels; ++p) {
     const int64_t n0 = (panel0 + p) * 16;
     bf16_t* d = dst + p * kp2 * 32;
     const int64_t ncols = std::min<int64_t>(16, N - n0);
     if (src.format == WeightFormat::Packed) {
       std::copy(src.data + (panel0 + p) * kp2 * 32, src.data + (panel0 + p + 1) * kp2 * 32, d);
+      continue;
+    }
+    if (ncols == 16 && (src.format == WeightFormat::ND || src.format == WeightFormat::NZ)) {
+      const bool nz = src.format == WeightFormat::NZ;
+      pack_fn(nz ? src.data + (n0 >> 4) * K * 16 : src.data + n0, nz ? 16 : N, K, d);
       continue;
     }
     for (int64_t kk = 0; kk < kp2; ++kk) {

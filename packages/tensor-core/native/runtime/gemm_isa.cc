@@ -188,6 +188,27 @@ constexpr const DirectFn* direct_table[kDirectMaxRows] = {direct_row<1>, direct_
 
 }  // namespace
 
+void pack_panel16(const bf16_t* src, int64_t rs, int64_t K, bf16_t* dst) {
+  int64_t kk = 0;
+#if defined(__AVX2__)
+  // Interleave rows 2kk and 2kk+1: unpack gives (k, k+1) pairs for columns 0-3|8-11 and 4-7|12-15
+  // per 128-bit lane; the lane permutes put columns 0-7 and 8-15 in order.
+  for (; 2 * kk + 1 < K; ++kk) {
+    const __m256i r0 = _mm256_loadu_si256((const __m256i*)(src + (2 * kk) * rs));
+    const __m256i r1 = _mm256_loadu_si256((const __m256i*)(src + (2 * kk + 1) * rs));
+    const __m256i lo = _mm256_unpacklo_epi16(r0, r1), hi = _mm256_unpackhi_epi16(r0, r1);
+    _mm256_storeu_si256((__m256i*)(dst + kk * 32), _mm256_permute2x128_si256(lo, hi, 0x20));
+    _mm256_storeu_si256((__m256i*)(dst + kk * 32 + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+  }
+#endif
+  for (; 2 * kk < K; ++kk) {
+    for (int j = 0; j < 16; ++j) {
+      dst[kk * 32 + 2 * j] = src[(2 * kk) * rs + j];
+      dst[kk * 32 + 2 * j + 1] = 2 * kk + 1 < K ? src[(2 * kk + 1) * rs + j] : 0;
+    }
+  }
+}
+
 void gemm_packed_tile(const bf16_t* a, int64_t lda, int mr, const bf16_t* b, int64_t panel_stride, int np, int64_t kp2,
                       float* c, int64_t ldc, bool accumulate) {
   packed_table[mr - 1][np - 1](a, lda, b, panel_stride, kp2, c, ldc, accumulate);

@@ -24,4 +24,8 @@ DSA_DECLARE_ISA_FN(void, gemm_direct_tile,
                    (const bf16_t* a, int64_t lda, int mr, const bf16_t* w, int64_t row_stride,
                     int64_t panel_stride, int np, int64_t K, float* c, int64_t ldc, bool accumulate))
 
+// Pack one full 16-column panel whose row k is the 16 values at src + k*row_stride (ND: row_stride N;
+// NZ: 16) into the packed layout (K rounded up to even, the pad row zero): Kp/2 lines of 32 values.
+DSA_DECLARE_ISA_FN(void, pack_panel16, (const bf16_t* src, int64_t row_stride, int64_t K, bf16_t* dst))
+
 }  // namespace dsa
