@@ -1,7 +1,8 @@
 import {
-  type Bf16Tensor, checkTensor, DimBinder, DsaError, enumOption, ErrorCode, type F32Tensor, fromNativeError, type I32Tensor,
-  intOption, type Tensor, toFloat32, unravel,
+  assertCachesIdle, type Bf16Tensor, checkTensor, DimBinder, DsaError, enumOption, ErrorCode, type F32Tensor, fromNativeError,
+  type I32Tensor, intOption, type Tensor, toFloat32, unravel, withCaches,
 } from '@dsa/tensor-core';
+import { abortedError, chunkAct, planChunks, signalOption } from './cancel.js';
 import { nativeAddon } from './native.js';
 
 export { nativeAddon, type StageAddon } from './native.js';
@@ -27,6 +28,11 @@ export interface LightningIndexerOptions {
   sparseMode?: 0 | 3;
   /** Also return the fp32 scores [b, s1, max act], −Infinity past each row's key count (default false). */
   returnScores?: boolean;
+  /**
+   * Async calls: an abort stops the call between chunks of query rows and rejects with DSA_E_ABORTED.
+   * Sync calls only check that it has not fired yet.
+   */
+  signal?: AbortSignal;
 }
 
 export interface LightningIndexerResult {
@@ -44,9 +50,10 @@ interface Prepared {
   scores: F32Tensor | null;
   topk: number;
   sparseMode: 0 | 3;
+  signal: AbortSignal | undefined;
 }
 
-function checkOptions(options: unknown): { topk: number; sparseMode: 0 | 3; returnScores: boolean } {
+function checkOptions(options: unknown): { topk: number; sparseMode: 0 | 3; returnScores: boolean; signal: AbortSignal | undefined } {
   if (options === undefined) options = {};
   if (typeof options !== 'object' || options === null) {
     throw new DsaError(ErrorCode.ARGUMENT, `options: expected an object, got ${options === null ? 'null' : typeof options}`, 'options');
@@ -57,7 +64,7 @@ function checkOptions(options: unknown): { topk: number; sparseMode: 0 | 3; retu
   if (o.returnScores !== undefined && typeof o.returnScores !== 'boolean') {
     throw new DsaError(ErrorCode.ARGUMENT, `returnScores: expected a boolean, got ${JSON.stringify(o.returnScores)}`, 'returnScores');
   }
-  return { topk, sparseMode, returnScores: o.returnScores ?? false };
+  return { topk, sparseMode, returnScores: o.returnScores ?? false, signal: signalOption(o.signal) };
 }
 
 /** Every check of the call, in TypeScript, before the addon is touched; allocates the outputs. */
@@ -85,7 +92,7 @@ function prepare(inputs: unknown, options: unknown): Prepared {
   if (blockSize < 1) {
     throw new DsaError(ErrorCode.SHAPE, `indexKCache: expected a block size (shape[1]) of at least 1, got shape [${indexKCache.shape.join(', ')}]`, 'indexKCache');
   }
-  const { topk, sparseMode, returnScores } = checkOptions(options);
+  const { topk, sparseMode, returnScores, signal } = checkOptions(options);
 
   const covers = maxBlocks * blockSize;
   let maxAct = 0;
@@ -118,7 +125,59 @@ function prepare(inputs: unknown, options: unknown): Prepared {
   }
   const indices: I32Tensor = { dtype: 'int32', shape: [b, s1, topk], data: indexData, format: 'ND' };
   const scores: F32Tensor | null = scoreData ? { dtype: 'float32', shape: [b, s1, maxAct], data: scoreData, format: 'ND' } : null;
-  return { inputs: { query, weights, indexKCache, blockTable, actSeqs }, indices, scores, topk, sparseMode };
+  return { inputs: { query, weights, indexKCache, blockTable, actSeqs }, indices, scores, topk, sparseMode, signal };
+}
+
+// The cache a call reads: async calls on it are serialized with every other call that holds it (the
+// prologs write it), and a sync call while an async one holds it throws DSA_E_STATE (tensor-core's lock).
+function readCaches(p: Prepared): [string, Tensor][] {
+  return [['indexKCache', p.inputs.indexKCache]];
+}
+
+/**
+ * The async call as native calls over chunks of query rows, with the signal checked after each. A
+ * chunk's outputs are views of the call's outputs, except scores whose row length (the chunk's max
+ * act) is shorter: those go through a scratch buffer, padded with −Infinity like the whole call's.
+ */
+async function runChunks(p: Prepared, signal: AbortSignal): Promise<void> {
+  const { query, weights, indexKCache, blockTable, actSeqs } = p.inputs;
+  const [, s1, heads, dim] = query.shape as [number, number, number, number];
+  const maxBlocks = blockTable.shape[1]!;
+  const maxAct = p.scores ? p.scores.shape[2]! : 0;
+  const act = actSeqs.data;
+  const eff = (bi: number, i: number): number => (p.sparseMode === 3 ? act[bi]! - (s1 - 1 - i) : act[bi]!);
+  const chunks = planChunks(query.shape[0]!, s1, (bi, i) => (Math.max(eff(bi, i), 0) + 1) * heads * dim + p.topk);
+  for (const { b0, b1, i0, i1 } of chunks) {
+    const nb = b1 - b0;
+    const ns = i1 - i0;
+    const r0 = b0 * s1 + i0;
+    const r1 = r0 + nb * ns;
+    const acts = ns === s1 ? act.subarray(b0, b1) : Int32Array.of(chunkAct(act[b0]!, s1, i1, p.sparseMode));
+    let chunkMax = 0;
+    for (const a of acts) chunkMax = Math.max(chunkMax, a);
+    let scores: F32Tensor | null = null;
+    if (p.scores) {
+      const data = chunkMax === maxAct ? p.scores.data.subarray(r0 * maxAct, r1 * maxAct) : new Float32Array(nb * ns * chunkMax);
+      scores = { dtype: 'float32', shape: [nb, ns, chunkMax], data, format: 'ND' };
+    }
+    await nativeAddon().runAsync(
+      { dtype: 'bfloat16', shape: [nb, ns, heads, dim], data: query.data.subarray(r0 * heads * dim, r1 * heads * dim), format: 'ND' },
+      { dtype: 'bfloat16', shape: [nb, ns, heads], data: weights.data.subarray(r0 * heads, r1 * heads), format: 'ND' },
+      indexKCache,
+      { dtype: 'int32', shape: [nb, maxBlocks], data: blockTable.data.subarray(b0 * maxBlocks, b1 * maxBlocks), format: 'ND' },
+      { dtype: 'int32', shape: [nb], data: acts, format: 'ND' },
+      { dtype: 'int32', shape: [nb, ns, p.topk], data: p.indices.data.subarray(r0 * p.topk, r1 * p.topk), format: 'ND' },
+      scores, p.topk, p.sparseMode,
+    );
+    if (scores && chunkMax !== maxAct) {
+      for (let r = 0; r < nb * ns; r++) {
+        const row = p.scores!.data.subarray((r0 + r) * maxAct, (r0 + r + 1) * maxAct);
+        row.set(scores.data.subarray(r * chunkMax, (r + 1) * chunkMax));
+        row.fill(-Infinity, chunkMax);
+      }
+    }
+    if (signal.aborted) throw abortedError();
+  }
 }
 
 function result(p: Prepared): LightningIndexerResult {
@@ -132,6 +191,8 @@ function result(p: Prepared): LightningIndexerResult {
  */
 export function lightningIndexer(inputs: LightningIndexerInputs, options: LightningIndexerOptions = {}): LightningIndexerResult {
   const p = prepare(inputs, options);
+  if (p.signal?.aborted) throw abortedError();
+  assertCachesIdle(readCaches(p));
   const x = p.inputs;
   try {
     nativeAddon().run(x.query, x.weights, x.indexKCache, x.blockTable, x.actSeqs, p.indices, p.scores, p.topk, p.sparseMode);
@@ -143,17 +204,25 @@ export function lightningIndexer(inputs: LightningIndexerInputs, options: Lightn
 
 /**
  * `lightningIndexer` on a worker thread: the event loop keeps running. The input tensors must not be
- * modified until the promise settles. Invalid input rejects the promise.
+ * modified until the promise settles. Invalid input rejects the promise. Calls on the same cache run
+ * one after the other; with `options.signal`, an abort rejects with DSA_E_ABORTED after the chunk
+ * of query rows in flight.
  */
 export async function lightningIndexerAsync(inputs: LightningIndexerInputs, options: LightningIndexerOptions = {}): Promise<LightningIndexerResult> {
   const p = prepare(inputs, options);
-  const x = p.inputs;
-  try {
-    await nativeAddon().runAsync(x.query, x.weights, x.indexKCache, x.blockTable, x.actSeqs, p.indices, p.scores, p.topk, p.sparseMode);
-  } catch (e) {
-    throw fromNativeError(e);
-  }
-  return result(p);
+  const { signal } = p;
+  if (signal?.aborted) throw abortedError();
+  return withCaches(readCaches(p), async () => {
+    if (signal?.aborted) throw abortedError();
+    const x = p.inputs;
+    try {
+      if (signal) await runChunks(p, signal);
+      else await nativeAddon().runAsync(x.query, x.weights, x.indexKCache, x.blockTable, x.actSeqs, p.indices, p.scores, p.topk, p.sparseMode);
+    } catch (e) {
+      throw fromNativeError(e);
+    }
+    return result(p);
+  });
 }
 
 export interface CoverageOptions {

@@ -1,6 +1,8 @@
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import { type Bf16Tensor, cpuFeatures, f32ArrayToBf16, type I32Tensor, type Isa, Rng, toFloat32 } from '@dsa/tensor-core';
-import type { LightningIndexerInputs } from '../src/index.js';
+import { lightningIndexer, type LightningIndexerInputs } from '../src/index.js';
+import { lightningIndexerReference } from '../src/reference.js';
 
 export const GOLDEN = join(import.meta.dirname, '../../../../shared/golden');
 
@@ -141,4 +143,44 @@ export function bf16Tensor(values: number[], shape: number[]): Bf16Tensor {
 
 export function i32Tensor(values: ArrayLike<number>, shape: number[]): I32Tensor {
   return { dtype: 'int32', shape, data: Int32Array.from(values), format: 'ND' };
+}
+
+/**
+ * Run with returnScores and check, row by row: the scores against the float64 reference within
+ * the fp32 error bound (−Infinity past eff), the indices exactly equal to the full sort of the
+ * returned scores, and the index set equal to the reference's up to near-ties. Returns the result.
+ */
+export function checkAgainstReference(inputs: LightningIndexerInputs, topk: number, sparseMode: 0 | 3) {
+  const [b, s1, heads, dim] = inputs.query.shape as [number, number, number, number];
+  const ref = lightningIndexerReference(inputs, { topk, sparseMode });
+  const maxAct = ref.scoresShape[2];
+  const mag = magnitudes(inputs, ref.eff, maxAct);
+  const got = lightningIndexer(inputs, { topk, sparseMode, returnScores: true });
+  expect(got.indices.shape).toEqual([b, s1, topk]);
+  expect(got.scores!.shape).toEqual([b, s1, maxAct]);
+  const sc = got.scores!.data;
+  for (let r = 0; r < b * s1; r++) {
+    const eff = ref.eff[r]!;
+    for (let j = 0; j < maxAct; j++) {
+      const o = r * maxAct + j;
+      if (j >= eff) {
+        if (sc[o] !== -Infinity) throw new Error(`row ${r} key ${j} (eff ${eff}): expected -Infinity, got ${sc[o]}`);
+      } else if (!(Math.abs(sc[o]! - ref.scores[o]!) <= tolerance(mag[o]!, heads, dim))) {
+        throw new Error(`row ${r} key ${j}: score ${sc[o]} vs reference ${ref.scores[o]}`);
+      }
+    }
+    const ours = got.indices.data.subarray(r * topk, (r + 1) * topk);
+    const row = sc.subarray(r * maxAct, (r + 1) * maxAct);
+    expect(Array.from(ours)).toEqual(Array.from(exactTopk(row, eff, topk)));
+    const refRow = ref.scores.subarray(r * maxAct, (r + 1) * maxAct);
+    const why = setMismatch(ours, ref.indices.data.subarray(r * topk, (r + 1) * topk), refRow, (j) =>
+      tolerance(mag[r * maxAct + j]!, heads, dim),
+    );
+    if (why) throw new Error(`row ${r}: ${why}`);
+  }
+  // The selection without a scores output (thread-local score buffers) picks the same indices.
+  const plain = lightningIndexer(inputs, { topk, sparseMode });
+  expect(plain.scores).toBeUndefined();
+  expect(Array.from(plain.indices.data)).toEqual(Array.from(got.indices.data));
+  return got;
 }
