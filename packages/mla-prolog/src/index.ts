@@ -2,6 +2,7 @@ import {
   assertCachesIdle, checkTensor, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, withCaches,
   type Bf16Tensor, type Tensor,
 } from '@dsa/tensor-core';
+import { abortedError, KERNEL_PASS, saveRows, signalOption, tokenChunks, tokenRows } from './cancel.js';
 import { nativeAddon } from './native.js';
 import {
   checkInputsObject, checkOutAndAliasing, checkStep, checkWeights, rmsNormEpsOption,
@@ -18,6 +19,8 @@ interface Checked {
   inputs: Record<string, Tensor>;
   eps: number;
   out: Partial<MlaPrologOutputs> | undefined;
+  signal: AbortSignal | undefined;
+  d: MlaPrologDims;
 }
 
 function checkCall(inputs: unknown, options: unknown): Checked {
@@ -30,7 +33,7 @@ function checkCall(inputs: unknown, options: unknown): Checked {
   const d = checkStep(i, dims);
   const tensors = pick(i);
   const out = checkOutAndAliasing(tensors, (options as MlaPrologOptions | undefined)?.out, d);
-  return { inputs: tensors, eps, out };
+  return { inputs: tensors, eps, out, signal: signalOption(options), d };
 }
 
 const INPUT_NAMES = ['x', 'wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache'] as const;
@@ -49,6 +52,7 @@ function written(c: Checked): [string, Tensor | undefined][] {
 }
 
 function callSync(c: Checked): MlaPrologOutputs {
+  if (c.signal?.aborted) throw abortedError();
   assertCachesIdle(written(c));
   try {
     return nativeAddon().mlaProlog(c.inputs, c.eps, c.out);
@@ -57,14 +61,50 @@ function callSync(c: Checked): MlaPrologOutputs {
   }
 }
 
-function callAsync(c: Checked): Promise<MlaPrologOutputs> {
+async function callAsync(c: Checked): Promise<MlaPrologOutputs> {
+  if (c.signal?.aborted) throw abortedError();
   return withCaches(written(c), async () => {
     try {
-      return await nativeAddon().mlaPrologAsync(c.inputs, c.eps, c.out);
+      if (c.signal === undefined) return await nativeAddon().mlaPrologAsync(c.inputs, c.eps, c.out);
+      return await callInChunks(c, c.signal);
     } catch (e) {
       throw fromNativeError(e);
     }
   });
+}
+
+const newBf16 = (shape: number[]): Bf16Tensor => ({
+  dtype: 'bfloat16', shape, data: new Uint16Array(shape.reduce((a, v) => a * v, 1)), format: 'ND',
+});
+
+/**
+ * The async call as token chunks (see cancel.ts for why they give the whole call's bytes), checking
+ * the signal before each chunk and once after the last. The cache rows the call writes are saved
+ * first and put back if it is aborted (or fails), so the caches are then as before the call.
+ */
+async function callInChunks(c: Checked, signal: AbortSignal): Promise<MlaPrologOutputs> {
+  const { b, s1, n, kvLora, rope, qLora } = c.d;
+  const out: MlaPrologOutputs = {
+    qNope: c.out?.qNope ?? newBf16([b, s1, n, kvLora]),
+    qRope: c.out?.qRope ?? newBf16([b, s1, n, rope]),
+    qNorm: c.out?.qNorm ?? newBf16([b, s1, qLora]),
+  };
+  const i = c.inputs;
+  const restore = saveRows([i.kvCache as Bf16Tensor, i.krCache as Bf16Tensor], i.cacheIndex!.data as Int32Array);
+  try {
+    for (const [t0, t1] of tokenChunks(b * s1, KERNEL_PASS)) {
+      if (signal.aborted) throw abortedError();
+      const part = { ...i };
+      for (const k of ['x', 'sin', 'cos', 'cacheIndex'] as const) part[k] = tokenRows(i[k]!, t0, t1);
+      const outPart = { qNope: tokenRows(out.qNope, t0, t1), qRope: tokenRows(out.qRope, t0, t1), qNorm: tokenRows(out.qNorm, t0, t1) };
+      await nativeAddon().mlaPrologAsync(part, c.eps, outPart);
+    }
+    if (signal.aborted) throw abortedError();
+  } catch (e) {
+    restore();
+    throw e;
+  }
+  return out;
 }
 
 /**
@@ -79,6 +119,8 @@ export function mlaProlog(inputs: MlaPrologInputs, options: MlaPrologOptions = {
 /**
  * mlaProlog on a worker thread; the event loop keeps running. Async calls on the same caches run one
  * after the other in call order; a sync call on a cache an async call still holds throws DSA_E_STATE.
+ * With `options.signal`, an abort before the promise settles rejects it with DSA_E_ABORTED and
+ * leaves the caches as they were before the call (the work stops at the next chunk of 64 tokens).
  */
 export async function mlaPrologAsync(inputs: MlaPrologInputs, options: MlaPrologOptions = {}): Promise<MlaPrologOutputs> {
   return callAsync(checkCall(inputs, options));
@@ -138,7 +180,7 @@ export function prepareMlaProlog(weights: MlaPrologWeights): PreparedMlaProlog {
     const tensors: Record<string, Tensor> = { ...packed };
     for (const k of ['x', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache']) tensors[k] = i[k] as Tensor;
     const out = checkOutAndAliasing(tensors, (options as MlaPrologOptions | undefined)?.out, d);
-    return { inputs: tensors, eps, out };
+    return { inputs: tensors, eps, out, signal: signalOption(options), d };
   };
   return {
     dims: fixed,

@@ -46,6 +46,11 @@ export interface MlaPrologOptions {
   rmsNormEps?: number;
   /** Write the outputs into these tensors instead of new ones (e.g. to reuse buffers in a decode loop). */
   out?: Partial<MlaPrologOutputs>;
+  /**
+   * Async calls: aborting rejects the call with DSA_E_ABORTED and leaves the caches as they were
+   * before it (`out` buffers are then partly written). Sync calls only check it is not aborted yet.
+   */
+  signal?: AbortSignal;
 }
 
 export const DEFAULT_RMS_NORM_EPS = 1e-5;
