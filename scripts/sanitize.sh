@@ -24,6 +24,7 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 if [ "${1:-}" = "--ci" ]; then
   shift
-  set -- --project tensor-core --project fused --reporter=json --outputFile=.ci/results/sanitize.json "$@"
+  export DSA_TEST_REPORT=.ci/results/sanitize.json
+  set -- --project tensor-core --project fused "$@"
 fi
-exec npx vitest run --reporter=default "$@"
+exec npx vitest run "$@"
