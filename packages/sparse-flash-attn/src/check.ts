@@ -2,6 +2,7 @@ import {
   checkTensor, DimBinder, DsaError, enumOption, ErrorCode, numberOption,
   type Bf16Tensor, type I32Tensor,
 } from '@dsa/tensor-core';
+import { signalOption } from './cancel.js';
 
 /** The seven inputs of stage 4 (spec §1). */
 export interface SparseFlashAttentionInputs {
@@ -26,6 +27,11 @@ export interface SparseFlashAttentionOptions {
   softmaxScale?: number;
   /** 3 (default): query i of s1 sees act − (s1−1−i) keys; 0: every query sees act keys. */
   sparseMode?: 0 | 3;
+  /**
+   * Async calls: an abort stops the call between chunks of query rows and rejects with DSA_E_ABORTED.
+   * Sync calls only check that it has not fired yet.
+   */
+  signal?: AbortSignal;
 }
 
 export interface SfaDims {
@@ -44,6 +50,7 @@ export interface SfaCall {
   dims: SfaDims;
   softmaxScale: number;
   sparseMode: 0 | 3;
+  signal: AbortSignal | undefined;
 }
 
 const NAMES = ['qNope', 'qRope', 'kvCache', 'krCache', 'indices', 'blockTable', 'actSeqs'] as const;
@@ -95,13 +102,14 @@ export function checkSfaCall(inputs: SparseFlashAttentionInputs, options: Sparse
   const opts = options ?? {};
   const softmaxScale = numberOption('softmaxScale', opts.softmaxScale, (dims.kvLora + dims.rope) ** -0.5);
   const sparseMode = enumOption('sparseMode', opts.sparseMode, [0, 3] as const, 3);
+  const signal = signalOption(opts.signal);
 
   const act = actSeqs.data;
   for (let bi = 0; bi < dims.b; bi++) {
     if (act[bi]! < 0) throw new DsaError(ErrorCode.RANGE, `actSeqs: expected a non-negative key count at [${bi}], got ${act[bi]}`, 'actSeqs');
   }
   checkIndices(dims, sparseMode, indices.data, blockTable.data, act);
-  return { dims, softmaxScale, sparseMode };
+  return { dims, softmaxScale, sparseMode, signal };
 }
 
 function checkIndices(dims: SfaDims, sparseMode: 0 | 3, idx: Int32Array, table: Int32Array, act: Int32Array): void {
