@@ -182,16 +182,13 @@ class Layer : public Napi::ObjectWrap<Layer> {
     auto times = std::make_shared<fused::Times>();
     auto result = std::make_shared<Napi::ObjectReference>(Napi::Persistent(c.result));
     fused::Step step = c.step;
-    auto* worker = new KernelWorker(
+    return KernelWorker::Start(
         info.Env(), c.keep, [state, step, times]() { return execute(*state, step, times.get()); },
         [result, times](Napi::Env env) -> Napi::Value {
           Napi::Object r = result->Value();
           r.Set("times", times_object(env, *times));
           return r;
         });
-    Napi::Promise p = worker->promise();
-    worker->Queue();
-    return p;
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {

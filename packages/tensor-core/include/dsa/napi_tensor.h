@@ -155,6 +155,15 @@ class KernelWorker : public Napi::AsyncWorker {
   }
   Napi::Promise promise() { return deferred_.Promise(); }
 
+  // Queue `work` on a worker thread and return the promise of `finish(env)` (the usual use).
+  static Napi::Promise Start(Napi::Env env, std::vector<Napi::Value> keep, std::function<Status()> work,
+                             std::function<Napi::Value(Napi::Env)> finish) {
+    auto* worker = new KernelWorker(env, std::move(keep), std::move(work), std::move(finish));
+    Napi::Promise p = worker->promise();
+    worker->Queue();  // the worker deletes itself once it has settled
+    return p;
+  }
+
  protected:
   void Execute() override { status_ = work_(); }
   void OnOK() override {
