@@ -1,7 +1,8 @@
 import {
-  type Bf16Tensor, checkTensor, DimBinder, DsaError, enumOption, ErrorCode, fromNZ, fromNativeError, type I32Tensor,
-  numberOption, packWeights, unravel,
+  assertCachesIdle, type Bf16Tensor, checkTensor, DimBinder, DsaError, enumOption, ErrorCode, fromNZ, fromNativeError,
+  type I32Tensor, numberOption, packWeights, type Tensor, unravel, withCaches,
 } from '@dsa/tensor-core';
+import { abortedError, saveRows, signalOption, tokenChunks, tokenRows } from './cancel.js';
 import { nativeAddon } from './native.js';
 
 export { nativeAddon } from './native.js';
@@ -13,6 +14,17 @@ export interface IndexerPrologOptions {
   layerNormEps?: number;
   /** RoPE pairing of the indexer: 'interleaved' (default; pairs 2j, 2j+1, stored de-interleaved) or 'half' (pairs j, j + rope/2). */
   indexerRope?: IndexerRope;
+  /**
+   * Async calls: aborting rejects the call with DSA_E_ABORTED and leaves indexKCache as it was before
+   * it. Sync calls only check it is not aborted yet.
+   */
+  signal?: AbortSignal;
+}
+
+/** Per-call options of a prepared stage (the others are fixed at preparation). */
+export interface IndexerPrologRunOptions {
+  /** As IndexerPrologOptions.signal. */
+  signal?: AbortSignal;
 }
 
 /** The weights of the stage: the part of the inputs that stays the same from call to call. */
@@ -94,8 +106,15 @@ function asObject(name: string, v: unknown): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
+interface Dims {
+  b: number;
+  s1: number;
+  heads: number;
+  di: number;
+}
+
 /** Every check of the call, in TypeScript, before native code sees anything. */
-function checkInputs(inputs: unknown): void {
+function checkInputs(inputs: unknown): Dims {
   const i = asObject('inputs', inputs) as Partial<IndexerPrologInputs>;
   const d = new DimBinder();
   checkTensor('x', i.x, { dtype: 'bfloat16' });
@@ -119,6 +138,7 @@ function checkInputs(inputs: unknown): void {
   checkTensor('indexKCache', i.indexKCache, { dtype: 'bfloat16' });
   d.match('indexKCache', i.indexKCache!, ['blocks', 'block_size', 1, 'idx_dim']);
   checkSlots(i.cacheIndex!, d.get('blocks') * d.get('block_size'));
+  return { b: d.get('b'), s1: d.get('s1'), heads: d.get('idx_heads'), di };
 }
 
 /** Slots below the cache size and distinct; negative ones are skipped. */
@@ -149,26 +169,91 @@ function callNative<T>(fn: () => T): T {
   }
 }
 
+/** One checked call: `wIdxKProj` is the prepared [wIdxK | wIdxProj]. */
+interface Call {
+  inputs: IndexerPrologInputs;
+  o: Checked;
+  d: Dims;
+  signal: AbortSignal | undefined;
+  wIdxKProj?: Bf16Tensor;
+}
+
+// The tensor-core cache lock: async calls on the same cache run one after the other, and a sync call
+// on a cache an async call still holds throws DSA_E_STATE.
+const caches = (c: Call): [string, Tensor][] => [['indexKCache', c.inputs.indexKCache]];
+
+function callSync(c: Call): IndexerPrologResult {
+  if (c.signal?.aborted) throw abortedError();
+  assertCachesIdle(caches(c));
+  return callNative(() => nativeAddon().indexerProlog(c.inputs, c.o.layerNormEps, c.o.indexerRope, c.wIdxKProj));
+}
+
+async function callAsync(c: Call): Promise<IndexerPrologResult> {
+  if (c.signal?.aborted) throw abortedError();
+  return withCaches(caches(c), async () => {
+    try {
+      if (c.signal === undefined) return await nativeAddon().indexerPrologAsync(c.inputs, c.o.layerNormEps, c.o.indexerRope, c.wIdxKProj);
+      return await callInChunks(c, c.signal);
+    } catch (e) {
+      throw fromNativeError(e);
+    }
+  });
+}
+
+const newBf16 = (shape: number[]): Bf16Tensor => ({
+  dtype: 'bfloat16', shape, data: new Uint16Array(shape.reduce((a, v) => a * v, 1)), format: 'ND',
+});
+
+/**
+ * The async call as token chunks (see cancel.ts for why they give the whole call's bytes), checking
+ * the signal before each chunk and once after the last. The cache rows the call writes are saved
+ * first and put back if it is aborted (or fails), so the cache is then as before the call.
+ */
+async function callInChunks(c: Call, signal: AbortSignal): Promise<IndexerPrologResult> {
+  const { b, s1, heads, di } = c.d;
+  const query = newBf16([b, s1, heads, di]);
+  const weights = newBf16([b, s1, heads]);
+  const i = c.inputs;
+  const restore = saveRows(i.indexKCache, i.cacheIndex.data);
+  try {
+    for (const [t0, t1] of tokenChunks(b * s1)) {
+      if (signal.aborted) throw abortedError();
+      const part = { ...i, x: tokenRows(i.x, t0, t1), qNorm: tokenRows(i.qNorm, t0, t1), sin: tokenRows(i.sin, t0, t1), cos: tokenRows(i.cos, t0, t1), cacheIndex: tokenRows(i.cacheIndex, t0, t1) };
+      const r = await nativeAddon().indexerPrologAsync(part, c.o.layerNormEps, c.o.indexerRope, c.wIdxKProj);
+      query.data.set(r.query.data, t0 * heads * di);
+      weights.data.set(r.weights.data, t0 * heads);
+    }
+    if (signal.aborted) throw abortedError();
+  } catch (e) {
+    restore();
+    throw e;
+  }
+  return { query, weights };
+}
+
+function checkCall(inputs: unknown, options: unknown): Call {
+  const o = checkOptions(options);
+  const d = checkInputs(inputs);
+  return { inputs: inputs as IndexerPrologInputs, o, d, signal: signalOption(options) };
+}
+
 /**
  * The indexer prolog (stage 2): indexer queries and per-head weights for each token, and the new
  * keys written into `indexKCache` in place (a negative `cacheIndex` slot writes nothing). Everything
  * is validated before anything is written: a call that throws leaves the cache unchanged.
  */
 export function indexerProlog(inputs: IndexerPrologInputs, options: IndexerPrologOptions = {}): IndexerPrologResult {
-  const o = checkOptions(options);
-  checkInputs(inputs);
-  return callNative(() => nativeAddon().indexerProlog(inputs, o.layerNormEps, o.indexerRope));
+  return callSync(checkCall(inputs, options));
 }
 
-/** `indexerProlog` on a worker thread: the event loop keeps running; same bytes as the sync call. */
+/**
+ * `indexerProlog` on a worker thread: the event loop keeps running; same bytes as the sync call.
+ * Async calls on the same cache run one after the other in call order. With `options.signal`, an
+ * abort before the promise settles rejects it with DSA_E_ABORTED and leaves the cache as it was
+ * before the call (the work stops at the next chunk of 64 tokens).
+ */
 export async function indexerPrologAsync(inputs: IndexerPrologInputs, options: IndexerPrologOptions = {}): Promise<IndexerPrologResult> {
-  const o = checkOptions(options);
-  checkInputs(inputs);
-  try {
-    return await nativeAddon().indexerPrologAsync(inputs, o.layerNormEps, o.indexerRope);
-  } catch (e) {
-    throw fromNativeError(e);
-  }
+  return callAsync(checkCall(inputs, options));
 }
 
 /** A [K, N] weight in any accepted format as ND (PACKED: [Np/16, Kp/2, 16, 2] k-pairs, zero padded). */
@@ -204,12 +289,15 @@ function concatColumns(a: Bf16Tensor, b: Bf16Tensor): Bf16Tensor {
 export class PreparedIndexerProlog {
   /** Packed copies of the weights (usable as `indexerProlog` inputs too) and the LayerNorm vectors. */
   readonly weights: Readonly<IndexerPrologWeights>;
-  readonly options: Readonly<Required<IndexerPrologOptions>>;
+  readonly options: Readonly<Required<Omit<IndexerPrologOptions, 'signal'>>>;
   /** [h, idx_dim + idx_heads] packed = [wIdxK | wIdxProj]. */
   readonly wIdxKProj: Bf16Tensor;
 
-  constructor(weights: IndexerPrologWeights, options: IndexerPrologOptions = {}) {
+  constructor(weights: IndexerPrologWeights, options: Omit<IndexerPrologOptions, 'signal'> = {}) {
     this.options = checkOptions(options);
+    if ((options as IndexerPrologOptions | null)?.signal !== undefined) {
+      throw new DsaError(ErrorCode.ARGUMENT, 'signal: expected no signal here (the options of a prepared stage are fixed); give it to runAsync', 'signal');
+    }
     checkWeights(asObject('weights', weights) as Partial<IndexerPrologWeights>, new DimBinder());
     const pack = (w: Bf16Tensor): Bf16Tensor => ((w.format ?? 'ND') === 'PACKED' ? w : callNative(() => packWeights(w)));
     this.weights = {
@@ -222,36 +310,31 @@ export class PreparedIndexerProlog {
     this.wIdxKProj = callNative(() => packWeights(concatColumns(toND(weights.wIdxK), toND(weights.wIdxProj))));
   }
 
-  private inputs(step: IndexerPrologStep): IndexerPrologInputs {
+  private call(step: IndexerPrologStep, options: IndexerPrologRunOptions): Call {
     const s = asObject('step', step) as unknown as IndexerPrologStep;
+    if (options !== undefined && (typeof options !== 'object' || options === null)) {
+      throw new DsaError(ErrorCode.ARGUMENT, `options: expected an object, got ${options === null ? 'null' : typeof options}`, 'options');
+    }
     const inputs: IndexerPrologInputs = {
       ...this.weights, x: s.x, qNorm: s.qNorm, sin: s.sin, cos: s.cos, cacheIndex: s.cacheIndex, indexKCache: s.indexKCache,
     };
-    checkInputs(inputs);
-    return inputs;
+    const d = checkInputs(inputs);
+    return { inputs, o: this.options, d, signal: signalOption(options), wIdxKProj: this.wIdxKProj };
   }
 
   /** One call: same result as `indexerProlog({...step, ...weights}, options)`. */
-  run(step: IndexerPrologStep): IndexerPrologResult {
-    const inputs = this.inputs(step);
-    const o = this.options;
-    return callNative(() => nativeAddon().indexerProlog(inputs, o.layerNormEps, o.indexerRope, this.wIdxKProj));
+  run(step: IndexerPrologStep, options: IndexerPrologRunOptions = {}): IndexerPrologResult {
+    return callSync(this.call(step, options));
   }
 
-  /** `run` on a worker thread. */
-  async runAsync(step: IndexerPrologStep): Promise<IndexerPrologResult> {
-    const inputs = this.inputs(step);
-    const o = this.options;
-    try {
-      return await nativeAddon().indexerPrologAsync(inputs, o.layerNormEps, o.indexerRope, this.wIdxKProj);
-    } catch (e) {
-      throw fromNativeError(e);
-    }
+  /** `run` on a worker thread; `options.signal` cancels it as for `indexerPrologAsync`. */
+  async runAsync(step: IndexerPrologStep, options: IndexerPrologRunOptions = {}): Promise<IndexerPrologResult> {
+    return callAsync(this.call(step, options));
   }
 }
 
 /** Prepare the weights once (see `PreparedIndexerProlog`). */
-export function prepareIndexerProlog(weights: IndexerPrologWeights, options: IndexerPrologOptions = {}): PreparedIndexerProlog {
+export function prepareIndexerProlog(weights: IndexerPrologWeights, options: Omit<IndexerPrologOptions, 'signal'> = {}): PreparedIndexerProlog {
   return new PreparedIndexerProlog(weights, options);
 }
 
