@@ -101,6 +101,12 @@ export function checkSfaCall(inputs: SparseFlashAttentionInputs, options: Sparse
 
   const opts = options ?? {};
   const softmaxScale = numberOption('softmaxScale', opts.softmaxScale, (dims.kvLora + dims.rope) ** -0.5);
+  // The kernel takes τ as fp32, where 0 means "the default": a double that rounds to 0 or overflows
+  // would silently change the result or fail only in C++.
+  const f = Math.fround(softmaxScale);
+  if (!(f > 0 && f < Infinity)) {
+    throw new DsaError(ErrorCode.ARGUMENT, `softmaxScale: expected a positive number within fp32 range (1.4e-45 to 3.4e38), got ${softmaxScale}`, 'softmaxScale');
+  }
   const sparseMode = enumOption('sparseMode', opts.sparseMode, [0, 3] as const, 3);
   const signal = signalOption(opts.signal);
 

@@ -43,6 +43,11 @@ const bad: Array<{ what: string; mutate: Mutate; options?: object; code: string;
   { what: 'sparseMode 2', mutate: () => {}, options: { sparseMode: 2 }, code: ErrorCode.ARGUMENT, argument: 'sparseMode', message: /sparseMode: expected one of 0, 3, got 2/ },
   { what: 'a negative softmaxScale', mutate: () => {}, options: { softmaxScale: -1 }, code: ErrorCode.ARGUMENT, argument: 'softmaxScale', message: /softmaxScale/ },
   { what: 'a NaN softmaxScale', mutate: () => {}, options: { softmaxScale: NaN }, code: ErrorCode.ARGUMENT, argument: 'softmaxScale', message: /softmaxScale/ },
+  // Finite positive doubles the fp32 kernel cannot take: 1e-46 rounded to 0 (= "default") and silently
+  // used (kvLora + rope)^-0.5; 1e39 overflowed and was only caught in C++.
+  { what: 'a softmaxScale that rounds to 0 in fp32', mutate: () => {}, options: { softmaxScale: 1e-46 }, code: ErrorCode.ARGUMENT, argument: 'softmaxScale',
+    message: /^softmaxScale: expected a positive number within fp32 range \(1\.4e-45 to 3\.4e38\), got 1e-46$/ },
+  { what: 'a softmaxScale past the fp32 range', mutate: () => {}, options: { softmaxScale: 1e39 }, code: ErrorCode.ARGUMENT, argument: 'softmaxScale', message: /^softmaxScale: .*got 1e\+39$/ },
 ];
 
 function expectDsaError(fn: () => unknown, code: string, argument: string, message: RegExp): void {

@@ -64,7 +64,7 @@ describe('property: valid configurations', () => {
     let close = 0;
     let total = 0;
     await fc.assert(
-      fc.asyncProperty(specArb, fc.constantFrom(...isas), fc.option(fc.double({ min: 0.02, max: 2, noNaN: true })), fc.nat(), fc.integer({ min: 1, max: 20000 }), async (spec, isa, scale, dup, budget) => {
+      fc.asyncProperty(specArb, fc.constantFrom(...isas), fc.option(fc.oneof(fc.double({ min: 0.02, max: 2, noNaN: true }), fc.constantFrom(1e-45, 1e-30, 2 ** -126))), fc.nat(), fc.integer({ min: 1, max: 20000 }), async (spec, isa, scale, dup, budget) => {
         setIsa(isa);
         const x = makeCase(spec.seed, spec).inputs;
         if (dup % 3 === 0) duplicate(x, dup);
@@ -193,7 +193,8 @@ const INVALID: Record<string, Mutation> = {
   'bad options': (x, pick) => {
     const bad: [object, string][] = [
       [{ softmaxScale: 0 }, 'softmaxScale'], [{ softmaxScale: -1 }, 'softmaxScale'], [{ softmaxScale: Number.NaN }, 'softmaxScale'],
-      [{ softmaxScale: Number.POSITIVE_INFINITY }, 'softmaxScale'], [{ softmaxScale: '0.1' }, 'softmaxScale'], [{ sparseMode: 1 }, 'sparseMode'],
+      [{ softmaxScale: Number.POSITIVE_INFINITY }, 'softmaxScale'], [{ softmaxScale: '0.1' }, 'softmaxScale'], [{ softmaxScale: 1e-46 }, 'softmaxScale'],
+      [{ softmaxScale: 4e38 }, 'softmaxScale'], [{ sparseMode: 1 }, 'sparseMode'],
       [{ sparseMode: '3' }, 'sparseMode'], [{ signal: {} }, 'signal'], [{ signal: 'stop' }, 'signal'], [{ signal: null }, 'signal'],
     ];
     const [o, name] = bad[pick(bad.length)]!;
