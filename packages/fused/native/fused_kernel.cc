@@ -127,7 +127,22 @@ Status prepare(const WeightsIn& in, Prepared* out) noexcept {
   return Status::Ok();
 }
 
+namespace {
+Status run_impl(const Prepared& p, const Step& s, Workspace& ws, Times* times);
+}  // namespace
+
 Status run(const Prepared& p, const Step& s, Workspace& ws, Times* times) noexcept {
+  try {
+    return run_impl(p, s, ws, times);
+  } catch (const std::bad_alloc&) {
+    return Status::Error(Code::Internal, "inputs: out of memory during the call");
+  } catch (...) {
+    return Status::Error(Code::Internal, "inputs: unexpected failure during the call");
+  }
+}
+
+namespace {
+Status run_impl(const Prepared& p, const Step& s, Workspace& ws, Times* times) {
   const Dims& d = p.d;
   const int64_t T = s.b * s.s1;
   if (s.b < 0 || s.s1 < 0 || s.block_num < 0 || s.block_size <= 0 || s.max_blocks < 0 || !s.out)
@@ -258,6 +273,7 @@ Status run(const Prepared& p, const Step& s, Workspace& ws, Times* times) noexce
   if (times) *times = tm;
   return Status::Ok();
 }
+}  // namespace
 
 }  // namespace fused
 }  // namespace dsa

@@ -8,7 +8,8 @@ namespace dsa {
 
 // Run fn(task, thread) for task in [0, n_tasks) on the pool; the calling thread takes part.
 // Tasks are handed out dynamically. Calls from inside a task run inline (no nested parallelism),
-// and concurrent calls from different threads are serialized.
+// and concurrent calls from different threads are serialized. If a task throws, the remaining tasks
+// are skipped and the first exception is rethrown in the calling thread.
 void parallel_tasks(int64_t n_tasks, const std::function<void(int64_t task, int thread)>& fn);
 
 // Split [0, n) into chunks of at least `grain` and run fn(begin, end, thread) on the pool.

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -53,6 +54,14 @@ class Pool {
     std::unique_lock<std::mutex> lk(m_);
     done_cv_.wait(lk, [&] { return active_ == 0; });
     fn_ = nullptr;
+    // A task that threw (e.g. std::bad_alloc) must not terminate a worker thread: the first
+    // exception is carried to the caller, whose kernel turns it into a Status.
+    if (error_) {
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      lk.unlock();
+      std::rethrow_exception(e);
+    }
   }
 
  private:
@@ -61,7 +70,13 @@ class Pool {
     for (;;) {
       int64_t t = next_.fetch_add(1);
       if (t >= n_tasks_) break;
-      (*fn_)(t, thread);
+      try {
+        (*fn_)(t, thread);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(m_);
+        if (!error_) error_ = std::current_exception();
+        next_.store(n_tasks_);  // skip the remaining tasks
+      }
     }
     t_inside_task = false;
   }
@@ -113,6 +128,7 @@ class Pool {
   std::atomic<uint64_t> generation_{0};
   bool stop_ = false;
   int threads_ = 1;
+  std::exception_ptr error_;
 };
 
 Pool& pool() {
