@@ -205,7 +205,7 @@ const INVALID: Record<string, Mutation> = {
       { layerNormEps: 0 }, { layerNormEps: -1 }, { layerNormEps: Number.NaN }, { layerNormEps: Number.POSITIVE_INFINITY },
       { layerNormEps: '1e-6' }, { indexerRope: 'neox' }, { indexerRope: 1 }, { signal: 'stop' }, { signal: {} }, 'fast', 3,
     ];
-    return [i, bad[r.int(0, bad.length - 1)]!];
+    return [{ ...i }, bad[r.int(0, bad.length - 1)]!];
   },
 };
 

@@ -201,7 +201,7 @@ const INVALID: Record<string, Mutation> = {
       { signal: 'stop' }, { signal: {} }, { out: 'nowhere' }, { out: { qNope: { ...i.x } } },
       { out: { qNorm: { ...i.kvCache, shape: i.x.shape.slice(0, 2).concat([i.gammaCq.shape[0]!]), data: i.kvCache.data.subarray(0, i.x.shape[0]! * i.x.shape[1]! * i.gammaCq.shape[0]!) } } },
     ];
-    return [i, bad[r.int(0, bad.length - 1)]!];
+    return [{ ...i }, bad[r.int(0, bad.length - 1)]!];
   },
   'a cache sharing memory with x': (i, r) => {
     const k = i.krCache.data.length > 0 && r.int(0, 1) ? 'krCache' : 'kvCache';
@@ -263,7 +263,7 @@ describe('property: invalid inputs', () => {
 
   it('zero-length batches (b = 0 or s1 = 0) return empty outputs and write nothing, with or without a signal', async () => {
     for (const [b, s1] of [[0, 3], [2, 0], [0, 0]]) {
-      const c = { b: 1, s1: 1, h: 16, qLora: 16, n: 2, qkNope: 8, rope: 4, kvLora: 9, blockSize: 4, extraBlocks: 1, skip: 0, formats: ['ND', 'NZ', 'ND'], seed: 5 };
+      const c = { b: 1, s1: 1, h: 16, qLora: 16, n: 2, qkNope: 8, rope: 4, kvLora: 9, blockSize: 4, extraBlocks: 1, skip: 0, formats: ['ND', 'NZ', 'ND'], seed: 5 } as Config;
       const one = makeCase(c);
       const empty = {
         ...one,
