@@ -111,12 +111,9 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
 Napi::Value RunAsync(const Napi::CallbackInfo& info) {
   Call c = prepare(info);
   const li::Args args = c.args;
-  auto* worker = new KernelWorker(
+  return KernelWorker::Start(
       info.Env(), std::move(c.keep), [args] { return li::run(args); },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
-  Napi::Promise p = worker->promise();
-  worker->Queue();
-  return p;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

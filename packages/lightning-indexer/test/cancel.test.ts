@@ -22,7 +22,16 @@ function expectAborted(err: unknown): void {
 }
 
 // DeepSeek widths, 8 query rows x 32K keys: one row per chunk at the default budget, tens of ms.
-const long = () => makeInputs({ b: 1, s1: 8, heads: 64, dim: 128, blockSize: 128, acts: [32768], seed: 41, keys: 'bits' });
+// Made once (the calls only read it; each test checks that).
+let longInputs: LightningIndexerInputs | undefined;
+const long = () => (longInputs ??= makeInputs({ b: 1, s1: 8, heads: 64, dim: 128, blockSize: 128, acts: [32768], seed: 41, keys: 'bits' }));
+
+/** The same tensor with its data at an offset inside a larger buffer. */
+function offsetView<T extends LightningIndexerInputs[keyof LightningIndexerInputs]>(t: T): T {
+  const big = new (t.data.constructor as new (n: number) => T['data'])(t.data.length + 5);
+  big.set(t.data as never, 3);
+  return { ...t, data: big.subarray(3, 3 + t.data.length) };
+}
 
 describe('signal: already aborted', () => {
   it('rejects with DSA_E_ABORTED without a native call or taking the cache', async () => {
@@ -130,6 +139,19 @@ describe('signal: never fired', () => {
         }
       }
     }
+  });
+
+  it('inputs that are views at an offset in larger buffers', async () => {
+    chunking.budget = 3000;
+    const x = inputs();
+    const v: LightningIndexerInputs = {
+      query: offsetView(x.query), weights: offsetView(x.weights), indexKCache: offsetView(x.indexKCache),
+      blockTable: offsetView(x.blockTable), actSeqs: offsetView(x.actSeqs),
+    };
+    const want = lightningIndexer(x, { topk: 7, returnScores: true });
+    const got = await lightningIndexerAsync(v, { topk: 7, returnScores: true, signal: new AbortController().signal });
+    expect(sameBytes(got.indices.data, want.indices.data)).toBe(true);
+    expect(sameBytes(got.scores!.data, want.scores!.data)).toBe(true);
   });
 
   it('b = 0 and s1 = 0 with a signal give empty outputs', async () => {
