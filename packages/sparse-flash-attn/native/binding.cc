@@ -145,11 +145,8 @@ Napi::Value SparseFlashAttentionAsync(const Napi::CallbackInfo& info) {
   Call c = prepare(info);
   auto out = std::make_shared<Napi::ObjectReference>(Napi::Persistent(c.out));
   const sfa::Args args = c.args;
-  auto* worker = new KernelWorker(
+  return KernelWorker::Start(
       env, c.keep, [args] { return sfa::run(args); }, [out](Napi::Env) -> Napi::Value { return out->Value(); });
-  Napi::Promise p = worker->promise();
-  worker->Queue();
-  return p;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

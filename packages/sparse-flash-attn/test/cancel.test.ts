@@ -19,12 +19,19 @@ function expectAborted(err: unknown): void {
   expect((err as { argument: string }).argument).toBe('signal');
 }
 
-// DeepSeek widths, 64 heads, 1024 of ~1100 keys per row (MTP s1 = 6): one row per chunk at the default budget.
+// DeepSeek widths, 128 heads, 1024 of ~1100 keys per row (MTP s1 = 6): one row per chunk at the default budget.
 // Made once (the calls only read it; each test checks that).
 let longInputs: SparseFlashAttentionInputs | undefined;
 const long = () =>
-  (longInputs ??= makeCase(61, { b: 2, s1: 6, n: 64, kvLora: 512, rope: 64, blockSize: 128, topk: 1024, acts: [1100, 1100] }).inputs);
+  (longInputs ??= makeCase(61, { b: 2, s1: 6, n: 128, kvLora: 512, rope: 64, blockSize: 128, topk: 1024, acts: [1100, 1100] }).inputs);
 const small = (seed = 60) => makeCase(seed, { b: 2, s1: 2, n: 3, kvLora: 12, rope: 4, blockSize: 4, topk: 4, acts: [10, 5] }).inputs;
+
+/** The same tensor with its data at an offset inside a larger buffer. */
+function offsetView<T extends SparseFlashAttentionInputs[keyof SparseFlashAttentionInputs]>(t: T): T {
+  const big = new (t.data.constructor as new (n: number) => T['data'])(t.data.length + 5);
+  big.set(t.data as never, 3);
+  return { ...t, data: big.subarray(3, 3 + t.data.length) };
+}
 
 describe('signal: already aborted', () => {
   it('rejects with DSA_E_ABORTED without a native call or taking the caches', async () => {
@@ -122,6 +129,14 @@ describe('signal: never fired', () => {
       expect(got.shape).toEqual(want.shape);
       expect(sameBytes(got.data, want.data)).toBe(true);
     }
+  });
+
+  it('inputs that are views at an offset in larger buffers', async () => {
+    chunking.budget = 3000;
+    const x = inputs();
+    const v = Object.fromEntries(Object.entries(x).map(([k, t]) => [k, offsetView(t)])) as unknown as SparseFlashAttentionInputs;
+    const want = sparseFlashAttention(x).out.data;
+    expect(sameBytes((await sparseFlashAttentionAsync(v, { signal: new AbortController().signal })).out.data, want)).toBe(true);
   });
 
   it('b = 0 with a signal gives an empty output', async () => {

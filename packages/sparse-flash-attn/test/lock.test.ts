@@ -38,7 +38,7 @@ describe('cache lock', () => {
   });
 
   it('a chunked call holds the caches between its chunks', async () => {
-    const x = makeCase(73, { b: 1, s1: 6, n: 64, kvLora: 512, rope: 64, blockSize: 128, topk: 1024, acts: [1100] }).inputs;
+    const x = makeCase(73, { b: 1, s1: 6, n: 128, kvLora: 512, rope: 64, blockSize: 128, topk: 1024, acts: [1100] }).inputs;
     const spy = vi.spyOn(nativeAddon(), 'sparseFlashAttentionAsync');
     // Poll from the test's own async context (inside the call's context the lock lets calls through).
     const seen = new Set<number>();
