@@ -121,12 +121,9 @@ Napi::Value IndexerPrologAsync(const Napi::CallbackInfo& info) {
   Call c = prepare(info);
   auto result = std::make_shared<Napi::ObjectReference>(Napi::Persistent(c.result));
   const ip::Args args = c.args;
-  auto* worker = new KernelWorker(
+  return KernelWorker::Start(
       info.Env(), std::move(c.keep), [args] { return ip::run(args); },
       [result](Napi::Env) -> Napi::Value { return result->Value(); });
-  Napi::Promise p = worker->promise();
-  worker->Queue();
-  return p;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

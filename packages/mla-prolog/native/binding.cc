@@ -156,12 +156,9 @@ Napi::Value MlaProlog(const Napi::CallbackInfo& info) {
 
 Napi::Value MlaPrologAsync(const Napi::CallbackInfo& info) {
   auto call = parse(info);
-  auto* worker = new dsa::napi::KernelWorker(
+  return dsa::napi::KernelWorker::Start(
       info.Env(), call->keep, [call] { return dsa::mla::run(call->args); },
       [call](Napi::Env) -> Napi::Value { return call->result.Value(); });
-  Napi::Promise p = worker->promise();
-  worker->Queue();
-  return p;
 }
 
 // packWUk(wUk ND [n, qk_nope, kv_lora]) -> the same weight in the packed per-head form.
