@@ -97,6 +97,7 @@ export async function runDemo(values: CliValues): Promise<number> {
     `${fmt(prefillFlops / (prefillMs / 1e3) / 1e9, 0)} GFLOP/s (${pct(prefillFlops / (prefillMs / 1e3) / 1e9 / ceil.bf16Gflops)} of the bf16 dot peak)`);
   console.log(`decode: ${fmt(per, 2)} ms per step for ${batch} sequences at ~${context} keys = ${fmt((batch * 1000) / per, 1)} tokens/s`);
   console.log(`  floor (weights once at ${fmt(ceil.readGBs)} GB/s + indexer/attention FLOPs at ${fmt(ceil.bf16Gflops, 0)} GFLOP/s): ${fmt(floorMs / steps, 2)} ms → ${fmt((floorMs / decodeMs), 2)} of the ceiling`);
+  console.log('  (one layer: its weights may stay in the last-level cache between steps; `dsa bench` rotates four layers)');
   console.log('  per stage (ms per step):');
   for (const k of STAGES) console.log(`    ${k.padEnd(22)} ${fmt((sums[k] ?? 0) / steps, 2).padStart(8)}`);
   console.log(check);
