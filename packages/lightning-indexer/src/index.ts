@@ -1,6 +1,6 @@
 import {
   assertCachesIdle, type Bf16Tensor, checkTensor, DimBinder, DsaError, enumOption, ErrorCode, type F32Tensor, fromNativeError,
-  type I32Tensor, intOption, type Tensor, toFloat32, unravel, withCaches,
+  getNumThreads, type I32Tensor, intOption, type Tensor, toFloat32, unravel, withCaches,
 } from '@dsa/tensor-core';
 import { abortedError, chunkAct, planChunks, signalOption } from './cancel.js';
 import { nativeAddon } from './native.js';
@@ -146,7 +146,9 @@ async function runChunks(p: Prepared, signal: AbortSignal): Promise<void> {
   const maxAct = p.scores ? p.scores.shape[2]! : 0;
   const act = actSeqs.data;
   const eff = (bi: number, i: number): number => (p.sparseMode === 3 ? act[bi]! - (s1 - 1 - i) : act[bi]!);
-  const chunks = planChunks(query.shape[0]!, s1, (bi, i) => (Math.max(eff(bi, i), 0) + 1) * heads * dim + p.topk);
+  // Rows per chunk a multiple of the thread count: each row's final merge runs on one thread.
+  const cost = (bi: number, i: number): number => (Math.max(eff(bi, i), 0) + 1) * heads * dim + p.topk;
+  const chunks = planChunks(query.shape[0]!, s1, cost, undefined, getNumThreads());
   for (const { b0, b1, i0, i1 } of chunks) {
     const nb = b1 - b0;
     const ns = i1 - i0;

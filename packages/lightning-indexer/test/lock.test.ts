@@ -1,9 +1,14 @@
 // The cache lock (tensor-core): async calls on the same indexKCache run one after the other, also
 // with writers (the prologs) queued between them; a sync call while one is pending throws DSA_E_STATE.
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { isDsaError, withCaches } from '@dsa/tensor-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { getNumThreads, isDsaError, setNumThreads, withCaches } from '@dsa/tensor-core';
 import { type LightningIndexerInputs, lightningIndexer, lightningIndexerAsync, nativeAddon } from '../src/index.js';
 import { makeInputs, sameBytes } from './helpers.js';
+
+// Chunks hold a multiple of the thread count in rows; the chunk counts below assume 2 threads.
+const threads0 = getNumThreads();
+beforeAll(() => setNumThreads(2));
+afterAll(() => setNumThreads(threads0));
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -43,7 +48,7 @@ describe('cache lock', () => {
   });
 
   it('a chunked call holds the cache between its chunks', async () => {
-    const x = makeInputs({ b: 4, s1: 1, heads: 64, dim: 128, blockSize: 128, acts: [20000, 20000, 20000, 20000], seed: 53, keys: 'bits' });
+    const x = makeInputs({ b: 1, s1: 6, heads: 64, dim: 128, blockSize: 128, acts: [20000], seed: 53, keys: 'bits' });
     const addon = nativeAddon();
     const spy = vi.spyOn(addon, 'runAsync');
     // Poll from the test's own async context (inside the call's context the lock lets calls through).
