@@ -1,4 +1,4 @@
-import { assertCachesIdle, fromNativeError, withCaches, type Bf16Tensor, type Tensor } from '@dsa/tensor-core';
+import { assertCachesIdle, fromNativeError, getNumThreads, withCaches, type Bf16Tensor, type Tensor } from '@dsa/tensor-core';
 import { abortedError, chunkAct, planChunks } from './cancel.js';
 import { checkSfaCall, rowEff, type SfaCall, type SparseFlashAttentionInputs, type SparseFlashAttentionOptions } from './check.js';
 import { nativeAddon } from './native.js';
@@ -66,7 +66,9 @@ async function runChunks(inputs: SparseFlashAttentionInputs, call: SfaCall, sign
     const per = t.data.length / (b * s1);
     return { ...t, shape, data: t.data.subarray(r0 * per, r1 * per), format: 'ND' };
   };
-  for (const { b0, b1, i0, i1 } of planChunks(b, s1, rowCost)) {
+  // Rows per chunk a multiple of the thread count: with fewer rows than threads the kernel splits rows
+  // over head groups, each of which gathers the row's keys again.
+  for (const { b0, b1, i0, i1 } of planChunks(b, s1, rowCost, undefined, getNumThreads())) {
     const nb = b1 - b0;
     const ns = i1 - i0;
     const r0 = b0 * s1 + i0;

@@ -1,10 +1,15 @@
 // Cancellation: options.signal on the async call. An abort stops the call between chunks of query
 // rows; a signal that never fires gives the bytes of a call without one.
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { isDsaError } from '@dsa/tensor-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { getNumThreads, isDsaError, setNumThreads } from '@dsa/tensor-core';
 import { nativeAddon, sparseFlashAttention, sparseFlashAttentionAsync, type SparseFlashAttentionInputs } from '../src/index.js';
 import { chunking } from '../src/cancel.js';
 import { i32, makeCase, sameBytes, sameSnapshot, snapshot } from './cases.js';
+
+// Chunks hold a multiple of the thread count in rows; the chunk counts below assume 2 threads.
+const threads0 = getNumThreads();
+beforeAll(() => setNumThreads(2));
+afterAll(() => setNumThreads(threads0));
 
 const budget0 = chunking.budget;
 afterEach(() => {

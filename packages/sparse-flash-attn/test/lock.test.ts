@@ -1,9 +1,14 @@
 // The cache lock (tensor-core): async calls on the same kvCache/krCache run one after the other, also
 // with writers (the MLA prolog) queued between them; a sync call while one is pending throws DSA_E_STATE.
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { isDsaError, Rng, withCaches } from '@dsa/tensor-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { getNumThreads, isDsaError, Rng, setNumThreads, withCaches } from '@dsa/tensor-core';
 import { nativeAddon, sparseFlashAttention, sparseFlashAttentionAsync, type SparseFlashAttentionInputs } from '../src/index.js';
 import { makeCase, sameBytes } from './cases.js';
+
+// Chunks hold a multiple of the thread count in rows; the chunk counts below assume 2 threads.
+const threads0 = getNumThreads();
+beforeAll(() => setNumThreads(2));
+afterAll(() => setNumThreads(threads0));
 
 afterEach(() => vi.restoreAllMocks());
 
