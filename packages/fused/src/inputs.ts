@@ -166,9 +166,9 @@ export function resolveOptions(o: SparseAttentionOptions | undefined, kvLora: nu
   const opts = o ?? {};
   if (typeof opts !== 'object') throw new DsaError(ErrorCode.ARGUMENT, `options: expected an object, got ${typeof opts}`, 'options');
   return {
-    softmaxScale: numberOption('softmaxScale', opts.softmaxScale, (kvLora + rope) ** -0.5),
+    softmaxScale: fp32Option('softmaxScale', opts.softmaxScale, (kvLora + rope) ** -0.5),
     rmsNormEps: numberOption('rmsNormEps', opts.rmsNormEps, 1e-5),
-    layerNormEps: numberOption('layerNormEps', opts.layerNormEps, 1e-6),
+    layerNormEps: fp32Option('layerNormEps', opts.layerNormEps, 1e-6),
     indexerRope: enumOption('indexerRope', opts.indexerRope, ['interleaved', 'half'] as const, 'interleaved'),
     topk: intOption('topk', opts.topk, 2048, 1, 1 << 20),
     sparseMode: enumOption('sparseMode', opts.sparseMode, [0, 3] as const, 3),
@@ -176,6 +176,16 @@ export function resolveOptions(o: SparseAttentionOptions | undefined, kvLora: nu
     returnIndices: booleanOption('returnIndices', opts.returnIndices),
     signal: signalOption(opts.signal),
   };
+}
+
+/** A positive number the kernels use as fp32: it must stay positive and finite when rounded. */
+function fp32Option(name: string, value: unknown, dflt: number): number {
+  const v = numberOption(name, value, dflt);
+  const f = Math.fround(v);
+  if (!(f > 0 && f < Infinity)) {
+    throw new DsaError(ErrorCode.ARGUMENT, `${name}: expected a positive number within float32 range, got ${v}`, name);
+  }
+  return v;
 }
 
 function signalOption(value: unknown): AbortSignal | undefined {

@@ -328,6 +328,8 @@ describe('bad input is rejected before any cache byte changes', () => {
     ['topk 0', 'DSA_E_ARGUMENT', /topk/, (i) => i, { topk: 0 }],
     ['sparseMode 2', 'DSA_E_ARGUMENT', /sparseMode/, (i) => i, { sparseMode: 2 as 3 }],
     ['a negative softmaxScale', 'DSA_E_ARGUMENT', /softmaxScale/, (i) => i, { softmaxScale: -1 }],
+    ['a softmaxScale past float32', 'DSA_E_ARGUMENT', /softmaxScale: expected a positive number within float32 range/, (i) => i, { softmaxScale: 1e39 }],
+    ['a softmaxScale that rounds to 0 in float32', 'DSA_E_ARGUMENT', /softmaxScale/, (i) => i, { softmaxScale: 1e-46 }],
   ];
   it.each(cases)('%s → %s', async (_name, code, message, mutate, options) => {
     for (const mode of ['fused', 'chain'] as const) {

@@ -117,7 +117,7 @@ const INVALID: Record<string, Mutation> = {
   'bad options': (i, r) => {
     const bad: SparseAttentionOptions[] = [
       { topk: 0 }, { topk: -3 }, { topk: 1.5 }, { topk: Number.NaN }, { sparseMode: 1 as 3 }, { softmaxScale: 0 },
-      { softmaxScale: Number.POSITIVE_INFINITY }, { rmsNormEps: -1 }, { layerNormEps: Number.NaN },
+      { softmaxScale: Number.POSITIVE_INFINITY }, { softmaxScale: 1e39 }, { softmaxScale: 1e-46 }, { layerNormEps: 1e-50 }, { rmsNormEps: -1 }, { layerNormEps: Number.NaN },
       { indexerRope: 'spiral' as 'half' }, { mode: 'turbo' as 'fused' }, { returnIndices: 1 as unknown as boolean },
     ];
     return [i, bad[r.int(0, bad.length - 1)]!];
