@@ -39,7 +39,7 @@ afterAll(() => {
 describe.each(isas)('matmul on the %s path', (isa) => {
   const shapes: [number, number, number][] = [
     [1, 7, 5], [1, 64, 48], [2, 33, 19], [3, 128, 64], [4, 257, 40], [5, 96, 33], [8, 31, 17], [9, 1030, 80], [37, 64, 100],
-    [1, 1024, 64], [2, 2048, 128],
+    [1, 1024, 64], [2, 2048, 128], [6, 64, 48], [8, 1056, 32], [7, 33, 40],
   ];
   it.each(shapes)('M=%i K=%i N=%i: ND, packed (and NZ) agree with the float64 reference', (M, K, N) => {
     setIsa(isa);

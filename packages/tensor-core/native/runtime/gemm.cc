@@ -16,6 +16,7 @@ namespace {
 
 constexpr int64_t kKBlockPairs = 256;  // 512 k: a 3-panel B block is 48 KB
 constexpr int64_t kMBlock = 192;       // rows per task when M is large
+constexpr int64_t kDirectMaxM = 8;     // ND/NZ weights are read in place up to this many rows
 
 inline bf16_t weight_at(const WeightView& w, int64_t k, int64_t n) {
   switch (w.format) {
@@ -108,7 +109,11 @@ void gemm_direct(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, c
   run_small_m(M, groups, kDirectMaxPanels * 16, full * 16, K, 1, y, run, [&](int64_t g, int64_t k0, int64_t k1, float* tile, int64_t ldt) {
     const int64_t p0 = g * kDirectMaxPanels;
     const int np = static_cast<int>(std::min<int64_t>(kDirectMaxPanels, full - p0));
-    tile_fn(x + k0, ldx, static_cast<int>(M), w.data + p0 * ps + k0 * rs, rs, ps, np, k1 - k0, tile, ldt, false);
+    // Rows go through in fours; the second pass over the group's weights is served by L2.
+    for (int64_t r = 0; r < M; r += kDirectMaxRows) {
+      const int mr = static_cast<int>(std::min<int64_t>(kDirectMaxRows, M - r));
+      tile_fn(x + r * ldx + k0, ldx, mr, w.data + p0 * ps + k0 * rs, rs, ps, np, k1 - k0, tile + r * ldt, ldt, false);
+    }
   });
   const int64_t cols = full * 16;
   if (cols < N) {  // ND columns past the last full panel
@@ -209,7 +214,7 @@ bool matmul_impl(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, c
     for (int64_t m = 0; m < M; ++m) store_tile(z.data(), w.N, 1, w.N, y, m, 0);
     return true;
   }
-  const bool direct = (w.format == WeightFormat::ND || w.format == WeightFormat::NZ) && M <= kDirectMaxRows;
+  const bool direct = (w.format == WeightFormat::ND || w.format == WeightFormat::NZ) && M <= kDirectMaxM;
   if (direct) {
     gemm_direct(x, ldx, M, w, y, run);
   } else {
