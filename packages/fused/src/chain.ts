@@ -4,8 +4,8 @@ import { indexerProlog, indexerPrologAsync } from '@dsa/indexer-prolog';
 import { lightningIndexer, lightningIndexerAsync } from '@dsa/lightning-indexer';
 import { mlaProlog, mlaPrologAsync } from '@dsa/mla-prolog';
 import { sparseFlashAttention, sparseFlashAttentionAsync } from '@dsa/sparse-flash-attn';
-import type { Bf16Tensor, I32Tensor } from '@dsa/tensor-core';
-import { abortedError, saveWrittenRows, type ResolvedOptions, type SparseAttentionInputs } from './inputs.js';
+import { abortedError, saveCacheRows, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import type { ResolvedOptions, SparseAttentionInputs } from './inputs.js';
 
 export interface OperatorResult {
   out: Bf16Tensor;
@@ -73,7 +73,7 @@ export function runChain(i: SparseAttentionInputs, o: ResolvedOptions, times?: S
 export async function runChainAsync(i: SparseAttentionInputs, o: ResolvedOptions): Promise<OperatorResult> {
   const signal = o.signal;
   if (signal?.aborted) throw abortedError();
-  const restore = signal ? saveWrittenRows(i) : undefined;
+  const restore = signal ? saveCacheRows([i.kvCache, i.krCache, i.indexKCache], i.cacheIndex.data) : undefined;
   const check = (): void => {
     if (signal?.aborted) {
       restore!();

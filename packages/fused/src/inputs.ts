@@ -1,5 +1,5 @@
 import {
-  checkIntRange, checkTensor, DimBinder, DsaError, enumOption, ErrorCode, intOption, numberOption,
+  checkIntRange, checkTensor, DimBinder, DsaError, enumOption, ErrorCode, intOption, numberOption, signalOption,
   type Bf16Tensor, type I32Tensor,
 } from '@dsa/tensor-core';
 import type { SparseAttentionOptions } from './presets.js';
@@ -186,32 +186,6 @@ function fp32Option(name: string, value: unknown, dflt: number): number {
     throw new DsaError(ErrorCode.ARGUMENT, `${name}: expected a positive number within float32 range, got ${v}`, name);
   }
   return v;
-}
-
-function signalOption(value: unknown): AbortSignal | undefined {
-  if (value === undefined) return undefined;
-  const v = value as Partial<AbortSignal>;
-  if (typeof v !== 'object' || v === null || typeof v.aborted !== 'boolean' || typeof v.addEventListener !== 'function') {
-    throw new DsaError(ErrorCode.ARGUMENT, `signal: expected an AbortSignal, got ${String(value)}`, 'signal');
-  }
-  return value as AbortSignal;
-}
-
-/** The error of an aborted call. */
-export function abortedError(): DsaError {
-  return new DsaError(ErrorCode.ABORTED, 'signal: the call was aborted; the caches are as they were before it', 'signal');
-}
-
-/** Copies of the cache rows a call will write, to put back if it is aborted. */
-export function saveWrittenRows(s: StepInputs): () => void {
-  const saved = [s.kvCache, s.krCache, s.indexKCache].map((cache) => {
-    const d = cache.shape[3]!;
-    const rows = Array.from(s.cacheIndex.data).filter((slot) => slot >= 0);
-    return { cache, d, rows, data: rows.map((slot) => cache.data.slice(slot * d, (slot + 1) * d)) };
-  });
-  return () => {
-    for (const { cache, d, rows, data } of saved) rows.forEach((slot, i) => cache.data.set(data[i]!, slot * d));
-  };
 }
 
 function booleanOption(name: string, value: unknown): boolean {

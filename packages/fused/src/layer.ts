@@ -1,6 +1,6 @@
-import { assertCachesIdle, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, withCaches, type Bf16Tensor } from '@dsa/tensor-core';
+import { abortedError, assertCachesIdle, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, withCaches, type Bf16Tensor } from '@dsa/tensor-core';
 import { runChain, runChainAsync, type OperatorResult, type StageTimes } from './chain.js';
-import { abortedError, checkStep, checkWeights, resolveOptions, type LayerWeights, type OperatorDims, type ResolvedOptions, type StepInputs } from './inputs.js';
+import { checkStep, checkWeights, resolveOptions, type LayerWeights, type OperatorDims, type ResolvedOptions, type StepInputs } from './inputs.js';
 import { callNative, nativeAddon, type NativeLayer, type NativeResult } from './native.js';
 import type { SparseAttentionOptions } from './presets.js';
 

@@ -2,7 +2,7 @@ import {
   assertCachesIdle, type Bf16Tensor, checkTensor, DimBinder, DsaError, enumOption, ErrorCode, fromNZ, fromNativeError,
   type I32Tensor, numberOption, packWeights, type Tensor, unravel, withCaches,
 } from '@dsa/tensor-core';
-import { abortedError, saveRows, signalOption, tokenChunks, tokenRows } from './cancel.js';
+import { abortedError, saveCacheRows, signalOption, tokenChunks, tokenRows } from './cancel.js';
 import { nativeAddon } from './native.js';
 
 export { nativeAddon } from './native.js';
@@ -214,7 +214,7 @@ async function callInChunks(c: Call, signal: AbortSignal): Promise<IndexerProlog
   const query = newBf16([b, s1, heads, di]);
   const weights = newBf16([b, s1, heads]);
   const i = c.inputs;
-  const restore = saveRows(i.indexKCache, i.cacheIndex.data);
+  const restore = saveCacheRows([i.indexKCache], i.cacheIndex.data);
   try {
     for (const [t0, t1] of tokenChunks(b * s1)) {
       if (signal.aborted) throw abortedError();
@@ -234,7 +234,7 @@ async function callInChunks(c: Call, signal: AbortSignal): Promise<IndexerProlog
 function checkCall(inputs: unknown, options: unknown): Call {
   const o = checkOptions(options);
   const d = checkInputs(inputs);
-  return { inputs: inputs as IndexerPrologInputs, o, d, signal: signalOption(options) };
+  return { inputs: inputs as IndexerPrologInputs, o, d, signal: signalOption((options as { signal?: unknown } | null | undefined)?.signal) };
 }
 
 /**
@@ -319,7 +319,7 @@ export class PreparedIndexerProlog {
       ...this.weights, x: s.x, qNorm: s.qNorm, sin: s.sin, cos: s.cos, cacheIndex: s.cacheIndex, indexKCache: s.indexKCache,
     };
     const d = checkInputs(inputs);
-    return { inputs, o: this.options, d, signal: signalOption(options), wIdxKProj: this.wIdxKProj };
+    return { inputs, o: this.options, d, signal: signalOption((options as { signal?: unknown } | null | undefined)?.signal), wIdxKProj: this.wIdxKProj };
   }
 
   /** One call: same result as `indexerProlog({...step, ...weights}, options)`. */

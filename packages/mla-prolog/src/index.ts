@@ -2,7 +2,7 @@ import {
   assertCachesIdle, checkTensor, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, withCaches,
   type Bf16Tensor, type Tensor,
 } from '@dsa/tensor-core';
-import { abortedError, KERNEL_PASS, saveRows, signalOption, tokenChunks, tokenRows } from './cancel.js';
+import { abortedError, KERNEL_PASS, saveCacheRows, signalOption, tokenChunks, tokenRows } from './cancel.js';
 import { nativeAddon } from './native.js';
 import {
   checkInputsObject, checkOutAndAliasing, checkStep, checkWeights, rmsNormEpsOption,
@@ -33,7 +33,7 @@ function checkCall(inputs: unknown, options: unknown): Checked {
   const d = checkStep(i, dims);
   const tensors = pick(i);
   const out = checkOutAndAliasing(tensors, (options as MlaPrologOptions | undefined)?.out, d);
-  return { inputs: tensors, eps, out, signal: signalOption(options), d };
+  return { inputs: tensors, eps, out, signal: signalOption((options as { signal?: unknown } | null | undefined)?.signal), d };
 }
 
 const INPUT_NAMES = ['x', 'wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache'] as const;
@@ -90,7 +90,7 @@ async function callInChunks(c: Checked, signal: AbortSignal): Promise<MlaPrologO
     qNorm: c.out?.qNorm ?? newBf16([b, s1, qLora]),
   };
   const i = c.inputs;
-  const restore = saveRows([i.kvCache as Bf16Tensor, i.krCache as Bf16Tensor], i.cacheIndex!.data as Int32Array);
+  const restore = saveCacheRows([i.kvCache as Bf16Tensor, i.krCache as Bf16Tensor], i.cacheIndex!.data as Int32Array);
   try {
     for (const [t0, t1] of tokenChunks(b * s1, KERNEL_PASS)) {
       if (signal.aborted) throw abortedError();
@@ -180,7 +180,7 @@ export function prepareMlaProlog(weights: MlaPrologWeights): PreparedMlaProlog {
     const tensors: Record<string, Tensor> = { ...packed };
     for (const k of ['x', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache']) tensors[k] = i[k] as Tensor;
     const out = checkOutAndAliasing(tensors, (options as MlaPrologOptions | undefined)?.out, d);
-    return { inputs: tensors, eps, out, signal: signalOption(options), d };
+    return { inputs: tensors, eps, out, signal: signalOption((options as { signal?: unknown } | null | undefined)?.signal), d };
   };
   return {
     dims: fixed,

@@ -20,3 +20,4 @@ export { matmul, matmulBatched, packWeights, cpuFeatures, activeIsa } from './ma
 export { measureCeilings, type Ceilings } from './ceilings.js';
 export { relativeL2, iscloseFraction, compareBf16 } from './compare.js';
 export { assertCachesIdle, withCaches } from './cache-lock.js';
+export { abortedError, chunkAct, planRowChunks, saveCacheRows, signalOption, tokenRows, type RowChunk } from './abort.js';
