@@ -3,20 +3,10 @@ import {
   type Bf16Tensor, type I32Tensor, type Tensor,
 } from '@dsa/tensor-core';
 import { expect } from 'vitest';
-import type { MlaPrologInputs } from '../src/index.js';
+import type { MlaPrologDims, MlaPrologInputs } from '../src/index.js';
 
-export interface Dims {
-  b: number;
-  s1: number;
-  h: number;
-  qLora: number;
-  n: number;
-  qkNope: number;
-  rope: number;
-  kvLora: number;
-  blockNum: number;
-  blockSize: number;
-}
+/** A call's dimensions (the same record the package derives from shapes). */
+export type Dims = MlaPrologDims;
 
 /** bf16 bits of a quiet NaN: poison for anything that must be written. */
 export const NAN_BF16 = 0x7fc0;
