@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { getNumThreads, isDsaError, setIsa, setNumThreads, type Tensor } from '@dsa/tensor-core';
 import { type LightningIndexerInputs, type LightningIndexerOptions, lightningIndexer, lightningIndexerAsync } from '../src/index.js';
-import { chunking, planChunks } from '../src/cancel.js';
+import { chunking } from '../src/cancel.js';
 import { effectiveKeys } from '../src/reference.js';
 import { type Case, checkAgainstReference, isas, makeInputs, sameBytes } from './helpers.js';
 
@@ -65,40 +65,6 @@ describe('property: valid configurations', () => {
         expect(unchanged(x, before)).toBe(true);
       }),
       { numRuns: 150, seed: 20261208 },
-    );
-  });
-});
-
-describe('property: the chunk plan of a call with a signal', () => {
-  it('covers every row once, in order, in chunks of whole entries or of one entry\'s rows, within budget but for the row step', () => {
-    fc.assert(
-      fc.property(fc.integer({ min: 0, max: 6 }), fc.integer({ min: 0, max: 7 }), fc.array(fc.nat(100), { minLength: 42, maxLength: 42 }), fc.integer({ min: 1, max: 400 }), fc.integer({ min: 1, max: 4 }), (b, s1, costs, budget, rowStep) => {
-        const cost = (bi: number, i: number): number => costs[bi * s1 + i]!;
-        const chunks = planChunks(b, s1, cost, budget, rowStep);
-        const rows: number[] = [];
-        for (const { b0, b1, i0, i1 } of chunks) {
-          expect(b1 > b0 && i1 > i0).toBe(true);
-          const whole = i0 === 0 && i1 === s1;
-          expect(whole || b1 === b0 + 1).toBe(true);
-          const units: number[] = [];
-          for (let bi = b0; bi < b1; bi++) {
-            let u = 0;
-            for (let i = i0; i < i1; i++) {
-              rows.push(bi * s1 + i);
-              u += cost(bi, i);
-              if (!whole) units.push(cost(bi, i));
-            }
-            if (whole) units.push(u);
-          }
-          // Over budget only where the chunk could not end before its last entry (or row): there its
-          // row count was not a multiple of rowStep.
-          const total = units.reduce((a, v) => a + v, 0);
-          const perUnit = whole ? s1 : 1;
-          if (total > budget) expect(units.length === 1 || ((units.length - 1) * perUnit) % rowStep !== 0).toBe(true);
-        }
-        expect(rows).toEqual(Array.from({ length: b * s1 }, (_, r) => r));
-      }),
-      { numRuns: 300, seed: 5 },
     );
   });
 });
