@@ -35,7 +35,7 @@ function measure(layers: Runner[], name: string, acts: number[], s1: number, mod
     return s;
   });
   const plan = cache.plan(seqs, s1);
-  const inputs = { ...randomTokens(d, acts.length, s1, new Rng(5)), ...plan, kvCache: cache.kvCache, krCache: cache.krCache, indexKCache: cache.indexKCache };
+  const inputs = { ...randomTokens(d, acts.length, s1, new Rng(5)), ...plan, ...cache.tensors() };
   // The same tokens are rewritten on every call: each call is one full decode step.
   for (const l of layers) l.forward(inputs);
   const sums: Record<string, number> = {};

@@ -1,12 +1,12 @@
 import { assertCachesIdle, DsaError, ErrorCode, withCaches, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
 import { runChain, runChainAsync, type OperatorResult } from './chain.js';
 import { checkStep, checkWeights, resolveOptions, type LayerWeights, type SparseAttentionInputs, type StepInputs } from './inputs.js';
-import { DsaLayer } from './layer.js';
+import { cachesOf, DsaLayer } from './layer.js';
 import type { SparseAttentionOptions } from './presets.js';
 
 export { presets, type PresetName, type SparseAttentionOptions } from './presets.js';
 export { DsaLayer, type LayerTimes } from './layer.js';
-export { PagedCacheManager, type PagedCacheConfig, type StepPlan } from './cache-manager.js';
+export { PagedCacheManager, type CacheTensors, type PagedCacheConfig, type StepPlan } from './cache-manager.js';
 export type { LayerWeights, StepInputs, SparseAttentionInputs, OperatorDims } from './inputs.js';
 export type { OperatorResult, StageTimes } from './chain.js';
 export { nativeAddon } from './native.js';
@@ -48,7 +48,7 @@ function split(inputs: SparseAttentionInputs): [LayerWeights, StepInputs] {
     throw new DsaError(ErrorCode.ARGUMENT, `inputs: expected an object with the operator's 20 tensors, got ${String(inputs)}`, 'inputs');
   }
   const w = Object.fromEntries(WEIGHT_KEYS.map((k) => [k, inputs[k]])) as unknown as LayerWeights;
-  const s = Object.fromEntries(STEP_KEYS.map((k) => [k, inputs[k]])) as unknown as StepInputs;
+  const s = Object.fromEntries(STEP_KEYS.filter((k) => inputs[k] !== undefined).map((k) => [k, inputs[k]])) as unknown as StepInputs;
   return [w, s];
 }
 
@@ -64,7 +64,7 @@ export function sparseAttention(inputs: SparseAttentionInputs, options: SparseAt
   if (options?.mode === 'chain') {
     const d = checkStep(s, checkWeights(w));
     const o = resolveOptions(options, d.kvLora, d.rope);
-    assertCachesIdle([['kvCache', s.kvCache], ['krCache', s.krCache], ['indexKCache', s.indexKCache]]);
+    assertCachesIdle(cachesOf(s));
     return runChain(inputs, o);
   }
   return layerFor(w).forward(s, options);
@@ -76,7 +76,7 @@ export async function sparseAttentionAsync(inputs: SparseAttentionInputs, option
   if (options?.mode === 'chain') {
     const d = checkStep(s, checkWeights(w));
     const o = resolveOptions(options, d.kvLora, d.rope);
-    return withCaches([['kvCache', s.kvCache], ['krCache', s.krCache], ['indexKCache', s.indexKCache]], () => runChainAsync(inputs, o));
+    return withCaches(cachesOf(s), () => runChainAsync(inputs, o));
   }
   return layerFor(w).forwardAsync(s, options);
 }

@@ -1,4 +1,6 @@
-import { abortedError, assertCachesIdle, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, withCaches, type Bf16Tensor } from '@dsa/tensor-core';
+import {
+  abortedError, assertCachesIdle, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, withCaches, type Bf16Tensor, type Tensor,
+} from '@dsa/tensor-core';
 import { runChain, runChainAsync, type OperatorResult, type StageTimes } from './chain.js';
 import { checkStep, checkWeights, resolveOptions, type LayerWeights, type OperatorDims, type ResolvedOptions, type StepInputs } from './inputs.js';
 import { callNative, nativeAddon, type NativeLayer, type NativeResult } from './native.js';
@@ -120,8 +122,11 @@ export class DsaLayer {
   }
 }
 
-function cachesOf(s: StepInputs): [string, Bf16Tensor][] {
-  return [['kvCache', s.kvCache], ['krCache', s.krCache], ['indexKCache', s.indexKCache]];
+/** The caches a call writes (no krCache with an FP8 kvCache), for tensor-core's cache lock. */
+export function cachesOf(s: StepInputs): [string, Tensor][] {
+  return s.krCache
+    ? [['kvCache', s.kvCache], ['krCache', s.krCache], ['indexKCache', s.indexKCache]]
+    : [['kvCache', s.kvCache], ['indexKCache', s.indexKCache]];
 }
 
 function emptyResult(d: OperatorDims, o: ResolvedOptions): OperatorResult {

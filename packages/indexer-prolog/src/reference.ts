@@ -3,7 +3,9 @@
 //   k = x @ wIdxK (not rounded), LayerNorm -> bf16, RoPE on the first `rope` dims -> bf16, scattered
 //   w = bf16(x @ wIdxProj)
 // Slow and simple on purpose: the tests measure the native kernel against it.
-import { type Bf16Tensor, bf16ToF32, f32ToBf16, type I32Tensor, roundBf16 } from '@dsa/tensor-core';
+import {
+  type Bf16Tensor, bf16ToF32, encodeIndexKeyRow, f32ToBf16, fp8IndexRowBytes, type I32Tensor, roundBf16, type U8Tensor,
+} from '@dsa/tensor-core';
 
 export interface ReferenceInputs {
   x: Bf16Tensor;
@@ -16,7 +18,8 @@ export interface ReferenceInputs {
   sin: Bf16Tensor;
   cos: Bf16Tensor;
   cacheIndex: I32Tensor;
-  indexKCache: Bf16Tensor;
+  /** bf16, or the FP8 key cache (uint8 rows of idx_dim + 4 bytes). */
+  indexKCache: Bf16Tensor | U8Tensor;
 }
 
 export interface ReferenceOptions {
@@ -27,8 +30,8 @@ export interface ReferenceOptions {
 export interface ReferenceResult {
   query: Bf16Tensor;
   weights: Bf16Tensor;
-  /** A new copy of the cache after the call (the input cache is not modified). */
-  indexKCache: Bf16Tensor;
+  /** A new copy of the cache after the call (the input cache is not modified), in the input's dtype. */
+  indexKCache: Bf16Tensor | U8Tensor;
 }
 
 /** Element (k, n) of a [K, N] weight stored ND, NZ or PACKED, as a number. */
@@ -92,6 +95,7 @@ export function indexerPrologReference(inputs: ReferenceInputs, options: Referen
   const T = b * s1;
   const query = new Uint16Array(T * heads * di);
   const weights = new Uint16Array(T * heads);
+  const fp8 = inputs.indexKCache.dtype === 'uint8';
   const cache = inputs.indexKCache.data.slice();
   const gamma = rowOf(inputs.inGammaK, 0, di);
   const beta = rowOf(inputs.inBetaK, 0, di);
@@ -113,11 +117,14 @@ export function indexerPrologReference(inputs: ReferenceInputs, options: Referen
     const variance = k.reduce((s, v) => s + (v - mean) * (v - mean), 0) / di;
     const normed = k.map((v, d) => roundBf16(((v - mean) / Math.sqrt(variance + eps)) * gamma[d]! + beta[d]!));
     const key = ropeReference(normed, sn, cs, mode);
-    for (let d = 0; d < di; d++) cache[slot * di + d] = f32ToBf16(key[d]!);
+    const bits = Uint16Array.from(key, (v) => f32ToBf16(v));
+    // FP8 key cache: bf16(H · key) quantized as one group (tensor-core fp8-cache.ts).
+    if (fp8) encodeIndexKeyRow(bits, cache as Uint8Array, slot * fp8IndexRowBytes(di));
+    else cache.set(bits, slot * di);
   }
   return {
     query: { dtype: 'bfloat16', shape: [b, s1, heads, di], data: query, format: 'ND' },
     weights: { dtype: 'bfloat16', shape: [b, s1, heads], data: weights, format: 'ND' },
-    indexKCache: { dtype: 'bfloat16', shape: [...inputs.indexKCache.shape], data: cache, format: 'ND' },
+    indexKCache: { dtype: inputs.indexKCache.dtype, shape: [...inputs.indexKCache.shape], data: cache, format: 'ND' } as Bf16Tensor | U8Tensor,
   };
 }

@@ -5,6 +5,10 @@ export {
   type Dtype, type Format, type Tensor, type Bf16Tensor, type F32Tensor, type I32Tensor, type DataOf,
 } from './tensor.js';
 export { toNZ, fromNZ, NZ_C0 } from './nz.js';
+export {
+  E4M3_MAX, FP8_BLOCK, E4M3_VALUES, e4m3ToFloat, floatToE4m3, ue8m0Scale, quantizeGroupE4m3, hadamardRotate,
+  dequantizeBlocks, dequantizeFp8Weight, type Fp8Weight,
+} from './fp8.js';
 export { Rng } from './random.js';
 export { readBin, writeBin, readGoldenCase, type GoldenCase, type GoldenManifest, type ManifestEntry } from './io.js';
 export {
@@ -21,3 +25,7 @@ export { measureCeilings, type Ceilings } from './ceilings.js';
 export { relativeL2, iscloseFraction, compareBf16 } from './compare.js';
 export { assertCachesIdle, withCaches } from './cache-lock.js';
 export { abortedError, chunkAct, planRowChunks, saveCacheRows, signalOption, tokenRows, type RowChunk } from './abort.js';
+export {
+  fp8KvRowBytes, fp8IndexRowBytes, quantizeCacheGroup, encodeLatentRow, encodeIndexKeyRow, hadamardBf16, latentCacheToBf16,
+  indexKeyCacheToBf16, fp8IndexQueryToBf16, checkLatentCaches, checkIndexKeyCache, type CacheDimNames, type CacheDtype, type U8Tensor,
+} from './fp8-cache.js';

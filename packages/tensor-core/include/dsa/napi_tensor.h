@@ -29,12 +29,13 @@ inline void throw_if_error(Napi::Env env, const Status& st) {
   if (!st.ok()) throw_error(env, st.code, st.message);
 }
 
-enum class DType { BF16, F32, I32 };
+enum class DType { BF16, F32, I32, U8 };  // U8: byte rows (FP8 cache rows)
 
 inline const char* dtype_name(DType d) {
   switch (d) {
     case DType::BF16: return "bfloat16";
     case DType::F32: return "float32";
+    case DType::U8: return "uint8";
     default: return "int32";
   }
 }
@@ -65,6 +66,13 @@ inline std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
   return r + "]";
+}
+
+// The dtype string of a tensor object ("" when it has none): lets a binding accept either cache form.
+inline std::string tensor_dtype(Napi::Value v) {
+  if (!v.IsObject()) return "";
+  Napi::Value dt = v.As<Napi::Object>().Get("dtype");
+  return dt.IsString() ? dt.As<Napi::String>().Utf8Value() : "";
 }
 
 // Read a tensor object {dtype, shape, data, format?}. rank < 0 accepts any rank.
@@ -108,7 +116,10 @@ inline TensorArg get_tensor(Napi::Env env, Napi::Value v, const std::string& nam
   Napi::Value data = o.Get("data");
   if (!data.IsTypedArray()) throw_error(env, Code::Dtype, name + ": expected data to be a typed array");
   Napi::TypedArray ta = data.As<Napi::TypedArray>();
-  const napi_typedarray_type need = want == DType::BF16 ? napi_uint16_array : want == DType::F32 ? napi_float32_array : napi_int32_array;
+  const napi_typedarray_type need = want == DType::BF16 ? napi_uint16_array
+                                    : want == DType::F32  ? napi_float32_array
+                                    : want == DType::U8   ? napi_uint8_array
+                                                          : napi_int32_array;
   if (ta.TypedArrayType() != need) throw_error(env, Code::Dtype, name + ": data has the wrong typed array type for " + dtype_name(want));
   t.length = static_cast<int64_t>(ta.ElementLength());
   if (t.length != count)
