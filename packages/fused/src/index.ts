@@ -1,6 +1,6 @@
 import { assertCachesIdle, DsaError, ErrorCode, withCaches, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
 import { runChain, runChainAsync, type OperatorResult } from './chain.js';
-import { checkStep, checkWeights, resolveOptions, type LayerWeights, type SparseAttentionInputs, type StepInputs } from './inputs.js';
+import { checkStep, checkWeights, resolveOptions, WEIGHT_KEYS, type LayerWeights, type SparseAttentionInputs, type StepInputs } from './inputs.js';
 import { cachesOf, DsaLayer } from './layer.js';
 import type { SparseAttentionOptions } from './presets.js';
 
@@ -11,7 +11,6 @@ export type { LayerWeights, StepInputs, SparseAttentionInputs, OperatorDims } fr
 export type { OperatorResult, StageTimes } from './chain.js';
 export { nativeAddon } from './native.js';
 
-const WEIGHT_KEYS = ['wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv', 'wIdxQb', 'wIdxK', 'wIdxProj', 'inGammaK', 'inBetaK'] as const;
 const STEP_KEYS = ['x', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache', 'blockTable', 'actSeqs', 'indexKCache'] as const;
 
 /**

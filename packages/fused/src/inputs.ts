@@ -4,6 +4,8 @@ import {
 } from '@dsa/tensor-core';
 import type { SparseAttentionOptions } from './presets.js';
 
+export const WEIGHT_KEYS = ['wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv', 'wIdxQb', 'wIdxK', 'wIdxProj', 'inGammaK', 'inBetaK'] as const;
+
 /** The seven weights and four norm vectors: what a layer holds between calls. */
 export interface LayerWeights {
   wDq: Bf16Tensor;

@@ -2,7 +2,7 @@ import {
   abortedError, assertCachesIdle, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, withCaches, type Bf16Tensor, type Tensor,
 } from '@dsa/tensor-core';
 import { runChain, runChainAsync, type OperatorResult, type StageTimes } from './chain.js';
-import { checkStep, checkWeights, resolveOptions, type LayerWeights, type OperatorDims, type ResolvedOptions, type StepInputs } from './inputs.js';
+import { checkStep, checkWeights, resolveOptions, WEIGHT_KEYS, type LayerWeights, type OperatorDims, type ResolvedOptions, type StepInputs } from './inputs.js';
 import { callNative, nativeAddon, type NativeLayer, type NativeResult } from './native.js';
 import type { SparseAttentionOptions } from './presets.js';
 
@@ -109,7 +109,8 @@ export class DsaLayer {
 
   private chainWeights(): LayerWeights {
     if (this.packed === undefined) {
-      const w = { ...this.weights! };
+      // Only the weights: a full inputs object given as weights must not bring caches into the chain's calls.
+      const w = Object.fromEntries(WEIGHT_KEYS.map((k) => [k, this.weights![k]])) as unknown as LayerWeights;
       for (const k of PACKABLE) if (w[k].format !== 'PACKED') w[k] = packWeights(w[k]);
       this.packed = w;
     }
