@@ -21,3 +21,7 @@ export { measureCeilings, type Ceilings } from './ceilings.js';
 export { relativeL2, iscloseFraction, compareBf16 } from './compare.js';
 export { assertCachesIdle, withCaches } from './cache-lock.js';
 export { abortedError, chunkAct, planRowChunks, saveCacheRows, signalOption, tokenRows, type RowChunk } from './abort.js';
+export {
+  SafetensorsFile, openSafetensors, writeSafetensors, SAFETENSORS_ITEMSIZE,
+  type SafetensorsTensorInfo, type SafetensorsOpenOptions, type SafetensorsWriteEntry,
+} from './safetensors.js';
