@@ -25,3 +25,4 @@ export {
   SafetensorsFile, openSafetensors, writeSafetensors, SAFETENSORS_ITEMSIZE,
   type SafetensorsTensorInfo, type SafetensorsOpenOptions, type SafetensorsWriteEntry,
 } from './safetensors.js';
+export { rowsToBf16, e4m3Bf16Table, type StoredRows, type Bf16Target, type StoredWeightDtype, type Fp8Weight } from './dequant.js';
