@@ -4,29 +4,7 @@
 // loops are one table lookup per element.
 import { f32ToBf16 } from './bf16.js';
 import { DsaError, ErrorCode } from './errors.js';
-
-// TEMP until fp8.ts lands: e4m3 values by byte.
-const E4M3_VALUES = Float64Array.from({ length: 256 }, (_, b) => {
-  const e = (b >>> 3) & 15;
-  const m = b & 7;
-  const s = b & 0x80 ? -1 : 1;
-  if (e === 15 && m === 7) return NaN;
-  return e === 0 ? s * (m / 8) * 2 ** -6 : s * (1 + m / 8) * 2 ** (e - 7);
-});
-
-/**
- * An FP8 e4m3 weight with 128×128 block scales, as a checkpoint stores it. `shape` is the operator's
- * logical [K, N] ([heads, K, N] for wUk). 'NT': data holds the stored [N, K] rows; 'ND': [K, N]
- * row-major. blockScale is [ceil(rows/128), ceil(cols/128)] of the stored matrix (per head for 3-D);
- * the real weight is e4m3(byte) · scale of its block.
- */
-export interface Fp8Weight {
-  dtype: 'float8_e4m3fn';
-  shape: readonly number[];
-  format: 'NT' | 'ND';
-  data: Uint8Array;
-  blockScale: { dtype: 'float32'; shape: readonly number[]; data: Float32Array };
-}
+import { e4m3Bf16Table } from './fp8.js';
 
 /** Dtypes of stored weights that `rowsToBf16` converts. */
 export type StoredWeightDtype = 'F8_E4M3' | 'BF16' | 'F16' | 'F32';
@@ -62,12 +40,6 @@ function f16ToF32(h: number): number {
   if (e === 0) return s * m * 2 ** -24;
   if (e === 31) return m ? NaN : s * Infinity;
   return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-/** bf16 bits of f32(e4m3(b) · scale) for each byte b: one table per block. */
-export function e4m3Bf16Table(scale: number, out = new Uint16Array(256)): Uint16Array {
-  for (let b = 0; b < 256; b++) out[b] = f32ToBf16(Math.fround(E4M3_VALUES[b]! * scale));
-  return out;
 }
 
 /** Convert a strip of stored rows to bf16 into `dst` (transposed or not). */
