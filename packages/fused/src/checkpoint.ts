@@ -129,7 +129,7 @@ export class Checkpoint {
    */
   layerWeights(layer: number, options?: LayerLoadOptions<'bfloat16'>): Promise<LayerWeights>;
   layerWeights(layer: number, options: LayerLoadOptions<'float8_e4m3fn'>): Promise<Fp8LayerWeights>;
-  layerWeights(layer: number, options: LayerLoadOptions = {}): Promise<LayerWeights | Fp8LayerWeights> {
+  async layerWeights(layer: number, options: LayerLoadOptions = {}): Promise<LayerWeights | Fp8LayerWeights> {
     const dtype = this.dtypeOption(options);
     return this.cached(`${layer}:${dtype}`, options, () => this.loadLayer(layer, dtype, options));
   }
@@ -140,7 +140,7 @@ export class Checkpoint {
    */
   wUv(layer: number, options?: LayerLoadOptions<'bfloat16'>): Promise<Bf16Tensor>;
   wUv(layer: number, options: LayerLoadOptions<'float8_e4m3fn'>): Promise<Fp8Weight>;
-  wUv(layer: number, options: LayerLoadOptions = {}): Promise<Bf16Tensor | Fp8Weight> {
+  async wUv(layer: number, options: LayerLoadOptions = {}): Promise<Bf16Tensor | Fp8Weight> {
     const dtype = this.dtypeOption(options);
     return this.cached(`${layer}:wUv:${dtype}`, options, async () => {
       const c = this.config;
