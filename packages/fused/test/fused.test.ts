@@ -23,9 +23,9 @@ describe('golden cases (independent implementation)', () => {
     for (const mode of ['fused', 'chain'] as const) {
       const run = withFreshCaches(inputs);
       const r = sparseAttention(run, { ...options, mode, returnIndices: true });
+      for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) expectCacheRows(`${name} ${mode} ${k}`, run[k], inputs[k], c.outputs[k] as Bf16Tensor, inputs.cacheIndex);
       expect(r.out.shape).toEqual(c.outputs.out!.shape);
       expectClose(r.out, c.outputs.out as Bf16Tensor, `${name} ${mode} out`);
-      for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) expectCacheRows(`${name} ${mode} ${k}`, run[k], inputs[k], c.outputs[k] as Bf16Tensor, inputs.cacheIndex);
       const golden = c.outputs.indices as I32Tensor;
       expect(topkMismatches(r.indices!, golden, c.outputs.scores!.data as Float32Array, c.outputs.scores!.shape[2]!)).toBe(0);
     }

@@ -157,10 +157,11 @@ export function checkAgainstReference(inputs: SparseAttentionInputs, options: Sp
   const run = withFreshCaches(inputs);
   const r = sparseAttention(run, { ...options, mode, returnIndices: true });
   const ref = sparseAttentionReference(before, options);
+  // The caches first: the indices and the output are computed from them.
+  for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) expectCacheRows(`${mode} ${k}`, run[k], before[k], ref[k], inputs.cacheIndex);
   expect(topkMismatches(r.indices!, ref.indices, ref.scores, maxAct(inputs))).toBe(0);
   const refSame = sparseAttentionReference(withFreshCaches(inputs), options, r.indices);
   const closeCount = expectClose(r.out, refSame.out, `${mode} out`, minClose);
-  for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) expectCacheRows(`${mode} ${k}`, run[k], before[k], ref[k], inputs.cacheIndex);
   return { out: r.out, indices: r.indices!, closeCount };
 }
 
