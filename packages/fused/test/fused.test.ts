@@ -31,6 +31,47 @@ describe('golden cases (independent implementation)', () => {
     }
   });
 
+  // The float64 reference is the yardstick of the other tests: it agrees with the golden too.
+  it.each(CASES)('%s: the float64 reference matches the golden outputs', (name) => {
+    const c = readGoldenCase(join(GOLDEN, name));
+    const inputs = c.inputs as unknown as SparseAttentionInputs;
+    const ref = sparseAttentionReference(inputs, c.options as SparseAttentionOptions);
+    for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) expectCacheRows(`${name} reference ${k}`, ref[k], inputs[k], c.outputs[k] as Bf16Tensor, inputs.cacheIndex);
+    for (const k of ['qNorm', 'qNope', 'qRope', 'query', 'weights'] as const) expectClose(ref[k], c.outputs[k] as Bf16Tensor, `${name} reference ${k}`);
+    expect(topkMismatches(ref.indices, c.outputs.indices as I32Tensor, c.outputs.scores!.data as Float32Array, c.outputs.scores!.shape[2]!)).toBe(0);
+    expectClose(ref.out, c.outputs.out as Bf16Tensor, `${name} reference out`);
+  });
+
+  // The goldens use sparseMode 3. The last query row of each sequence sees act keys under both rules,
+  // so those rows check sparseMode 0 against the golden too (every row of tiny, where s1 = 1).
+  it.each(CASES)('%s: sparseMode 0 gives the golden result on the last row of each sequence', (name) => {
+    const c = readGoldenCase(join(GOLDEN, name));
+    const inputs = c.inputs as unknown as SparseAttentionInputs;
+    const options = { ...(c.options as SparseAttentionOptions), sparseMode: 0 as const };
+    const [b, s1, n, kv] = c.outputs.out!.shape as [number, number, number, number];
+    const topk = options.topk!;
+    const maxAct = c.outputs.scores!.shape[2]!;
+    // Row s1 − 1 of each sequence, as [b, 1, width].
+    const lastRows = <T extends Bf16Tensor | I32Tensor>(t: T, width: number): T => {
+      const data = new (t.data.constructor as Uint16ArrayConstructor | Int32ArrayConstructor)(b * width);
+      for (let bi = 0; bi < b; bi++) data.set(t.data.subarray((bi * s1 + s1 - 1) * width, (bi * s1 + s1) * width), bi * width);
+      return { ...t, shape: [b, 1, width], data } as T;
+    };
+    const goldScores = new Float32Array(b * maxAct);
+    for (let bi = 0; bi < b; bi++) goldScores.set((c.outputs.scores!.data as Float32Array).subarray((bi * s1 + s1 - 1) * maxAct, (bi * s1 + s1) * maxAct), bi * maxAct);
+    const want = { out: lastRows(c.outputs.out as Bf16Tensor, n * kv), indices: lastRows(c.outputs.indices as I32Tensor, topk) };
+    for (const mode of ['fused', 'chain'] as const) {
+      const run = withFreshCaches(inputs);
+      const r = sparseAttention(run, { ...options, mode, returnIndices: true });
+      for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) expectCacheRows(`${name} ${mode} ${k}`, run[k], inputs[k], c.outputs[k] as Bf16Tensor, inputs.cacheIndex);
+      expect(topkMismatches(lastRows(r.indices!, topk), want.indices, goldScores, maxAct)).toBe(0);
+      expectClose(lastRows(r.out, n * kv), want.out, `${name} ${mode} out, last rows`);
+    }
+    const ref = sparseAttentionReference(inputs, options);
+    expect(topkMismatches(lastRows(ref.indices, topk), want.indices, goldScores, maxAct)).toBe(0);
+    expectClose(lastRows(ref.out, n * kv), want.out, `${name} reference out, last rows`);
+  });
+
   it('mtp-empty-row: the row with no keys gets all −1 indices and an all-zero output', () => {
     const c = readGoldenCase(join(GOLDEN, 'mtp-empty-row'));
     const inputs = withFreshCaches(c.inputs as unknown as SparseAttentionInputs);
