@@ -6,11 +6,16 @@
 // CPU time over the scoring + selection CPU time (summed over threads, from the kernel's timers). Keys are read from one large cache
 // through rotating block tables, so a decode case does not find its keys in the 480 MB L3.
 //
+// FP8 key cache (132 B per key: e4m3 of the Hadamard-rotated key ‖ fp32 scale): the 128K decode case
+// timed on an FP8 cache of the same size in blocks, in alternating rounds with the bf16 cache (medians),
+// and the selection quality: top-k recall of the FP8 indexer against the bf16 indexer on the same
+// random N(0, 1) queries, weights and keys (the FP8 keys are the bf16 keys as the prolog stores them).
+//
 //   node bench/lightning_indexer.bench.mjs [--quick]     (writes bench-results/lightning_indexer.json)
 import { randomFillSync } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { measureCeilings, setNumThreads, getIsa, cpuFeatures } from '@dsa/tensor-core';
+import { measureCeilings, setNumThreads, getIsa, cpuFeatures, encodeIndexKeyRow, fp8IndexRowBytes, Rng } from '@dsa/tensor-core';
 import { nativeAddon } from '../dist/index.js';
 
 const quick = process.argv.includes('--quick');
@@ -113,8 +118,79 @@ const cases = quick
       makeCase('prefill 1024 q over 8K', [8 * K], 1024),
     ];
 
+/** An FP8 key cache of as many blocks as the bf16 one: random e4m3 bytes (never NaN), 2^-6 scales. */
+function randomFp8Cache() {
+  const rb = fp8IndexRowBytes(DIM);
+  const data = new Uint8Array(blockNum * BLOCK * rb);
+  for (let o = 0; o < data.length; o += 1 << 16) randomFillSync(data.subarray(o, Math.min(data.length, o + (1 << 16))));
+  const scale = new Uint8Array(new Float32Array([2 ** -6]).buffer);
+  for (let s = 0; s < blockNum * BLOCK; s++) {
+    const o = s * rb;
+    for (let d = 0; d < DIM; d++) if ((data[o + d] & 0x7f) === 0x7f) data[o + d] ^= 1;
+    data.set(scale, o + DIM);
+  }
+  return { dtype: 'uint8', shape: [blockNum, BLOCK, 1, rb], data };
+}
+
+/** Median ms of the same case on the bf16 and the FP8 cache, measured in alternating rounds. */
+function cacheComparison(c, fp8Cache, rounds) {
+  const one = (k) => {
+    const call = (i) => addon.run(c.query, c.weights, k, c.tables[i % c.tables.length], c.actSeqs, c.indices, null, TOPK, c.sparseMode);
+    call(0);
+    const t = [];
+    for (let i = 1; i <= 5; i++) {
+      const t0 = performance.now();
+      call(i);
+      t.push(performance.now() - t0);
+    }
+    return t.sort((a, b) => a - b)[2];
+  };
+  const bf = [], f8 = [];
+  for (let r = 0; r < rounds; r++) {
+    bf.push(one(cache));
+    f8.push(one(fp8Cache));
+  }
+  const med = (a) => a.sort((x, y) => x - y)[a.length >> 1];
+  return { case: c.name, bf16Ms: med(bf), fp8Ms: med(f8), bf16BytesPerKey: DIM * 2, fp8BytesPerKey: fp8IndexRowBytes(DIM) };
+}
+
+/**
+ * Top-k recall of the FP8 indexer against the bf16 indexer: per query row |FP8 set ∩ bf16 set| / topk,
+ * over `rows` query rows (s1 = rows, sparse mode 3) of one sequence of `keys` N(0, 1) keys.
+ */
+function recall(keys, rows) {
+  const rng = new Rng(2026);
+  const blocks = Math.ceil(keys / BLOCK);
+  const kb = rng.normalTensor([blocks * BLOCK * DIM]).data;
+  const rb = fp8IndexRowBytes(DIM);
+  const k8 = new Uint8Array(blocks * BLOCK * rb);
+  for (let s = 0; s < blocks * BLOCK; s++) encodeIndexKeyRow(kb.subarray(s * DIM, (s + 1) * DIM), k8, s * rb);
+  const table = { dtype: 'int32', shape: [1, blocks], data: Int32Array.from({ length: blocks }, (_, i) => i) };
+  const q = rng.normalTensor([1, rows, HEADS, DIM]);
+  const w = rng.normalTensor([1, rows, HEADS]);
+  const act = { dtype: 'int32', shape: [1], data: Int32Array.of(keys) };
+  const run = (k) => {
+    const idx = { dtype: 'int32', shape: [1, rows, TOPK], data: new Int32Array(rows * TOPK) };
+    addon.run(q, w, k, table, act, idx, null, TOPK, 3);
+    return idx.data;
+  };
+  const a = run({ dtype: 'bfloat16', shape: [blocks, BLOCK, 1, DIM], data: kb });
+  const b = run({ dtype: 'uint8', shape: [blocks, BLOCK, 1, rb], data: k8 });
+  const per = [];
+  for (let r = 0; r < rows; r++) {
+    const set = new Set(a.subarray(r * TOPK, (r + 1) * TOPK));
+    let hit = 0;
+    for (const j of b.subarray(r * TOPK, (r + 1) * TOPK)) if (set.has(j)) hit++;
+    per.push(hit / TOPK);
+  }
+  return { keys, rows, heads: HEADS, dim: DIM, topk: TOPK, mean: per.reduce((x, y) => x + y, 0) / rows, worst: Math.min(...per) };
+}
+
 const ceilings = measureCeilings(THREADS);
 const results = cases.map(runCase);
+const fp8Case = quick ? cases[0] : cases.find((c) => c.name === 'b=1 act 128K');
+const fp8 = cacheComparison(fp8Case, randomFp8Cache(), quick ? 3 : 7);
+const quality = recall(quick ? 16 * K : 128 * K, quick ? 4 : 16);
 const ceilingsAfter = measureCeilings(THREADS);
 
 const pct = (x) => `${(100 * x).toFixed(1)}%`;
@@ -136,10 +212,14 @@ const rows = results.map((r) => ({
   'keys rotated MB': r.rotatedMB.toFixed(0),
 }));
 console.table(rows);
+console.log(`FP8 key cache (${fp8.fp8BytesPerKey} B per key vs ${fp8.bf16BytesPerKey}), ${fp8.case}: ${fp8.fp8Ms.toFixed(2)} ms vs bf16 ${fp8.bf16Ms.toFixed(2)} ms ` +
+  '(medians of alternating rounds)');
+console.log(`FP8 vs bf16 top-k recall, ${quality.keys} random N(0,1) keys, ${quality.rows} query rows, ${HEADS} heads, topk ${TOPK}: ` +
+  `mean ${quality.mean.toFixed(4)}, worst row ${quality.worst.toFixed(4)}`);
 
 const dir = join(import.meta.dirname, '..', 'bench-results');
 mkdirSync(dir, { recursive: true });
 writeFileSync(join(dir, 'lightning_indexer.json'), JSON.stringify({
   date: new Date().toISOString(), threads: THREADS, heads: HEADS, dim: DIM, topk: TOPK, blockSize: BLOCK, quick,
-  ceilings: { before: ceilings, after: ceilingsAfter }, results,
+  ceilings: { before: ceilings, after: ceilingsAfter }, results, fp8Cache: fp8, fp8Recall: quality,
 }, null, 2) + '\n');
