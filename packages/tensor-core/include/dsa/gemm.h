@@ -47,7 +47,7 @@ void pack_weights(const WeightView& src, bf16_t* dst);
 // Pack columns [n0, n0 + 16*panels) of src into dst on the calling thread (a slice of a packed weight).
 void pack_panels(const WeightView& src, int64_t panel0, int64_t panels, bf16_t* dst);
 
-constexpr int64_t kFp8ScaleBlock = 128;  // k (and n) extent of one scale block
+constexpr int64_t kFp8ScaleBlock = 128;  // = kFp8Block of dsa/fp8.h: k (and n) extent of one scale block
 inline int64_t fp8_kblocks(int64_t K) { return (K + kFp8ScaleBlock - 1) / kFp8ScaleBlock; }
 inline int64_t fp8_packed_k(int64_t K) { return (K + 3) / 4 * 4; }
 inline int64_t fp8_packed_bytes(int64_t K, int64_t N) { return fp8_packed_k(K) * packed_n(N); }
