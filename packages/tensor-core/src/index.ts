@@ -5,6 +5,10 @@ export {
   type Dtype, type Format, type Tensor, type Bf16Tensor, type F32Tensor, type I32Tensor, type DataOf,
 } from './tensor.js';
 export { toNZ, fromNZ, NZ_C0 } from './nz.js';
+export {
+  E4M3_MAX, FP8_BLOCK, E4M3_VALUES, e4m3ToFloat, floatToE4m3, ue8m0Scale, quantizeGroupE4m3, hadamardRotate,
+  dequantizeBlocks, dequantizeFp8Weight, type Fp8Weight,
+} from './fp8.js';
 export { Rng } from './random.js';
 export { readBin, writeBin, readGoldenCase, type GoldenCase, type GoldenManifest, type ManifestEntry } from './io.js';
 export {
