@@ -32,7 +32,7 @@ export function probeBytes(): number {
 export function measureCeilings(threads: number, options: { bytes?: number; reps?: number } = {}): Ceilings {
   const addon = coreAddon();
   const bytes = options.bytes ?? probeBytes();
-  const r = addon.probeRead(bytes, threads, options.reps ?? 3);
+  const r = addon.probeRead(bytes, threads, options.reps ?? 5);
   const read = r.bytes / Math.min(...r.passes);
   let dot = 0;
   for (let i = 0; i < 3; i++) {
