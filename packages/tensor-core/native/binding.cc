@@ -75,9 +75,11 @@ Napi::Value PackWeights(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// probeRead(bytes, threads, reps) -> {bytes, passes: [seconds]}: `reps` timed passes (after one
-// warm-up) over one large_alloc buffer, each thread reading its own contiguous part, as the
-// streaming kernels read their weights.
+// probeRead(bytes, threads, reps) -> {bytes, passes: [seconds]}: after one warm-up pass, `reps`
+// passes over one large_alloc buffer, timed per 256 MiB segment (each thread reads its own part of
+// the segment, as the streaming kernels split a weight) so a time slice lost to another process
+// spoils one sample, not a whole pass. The buffer is read in order: a segment comes back only
+// after the whole buffer (several times the last-level cache) has gone by.
 Napi::Value ProbeRead(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const size_t bytes = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue());
@@ -87,23 +89,29 @@ Napi::Value ProbeRead(const Napi::CallbackInfo& info) {
   if (!buf) throw_error(env, Code::Internal, "probeRead: cannot allocate " + std::to_string(bytes) + " bytes");
   std::memset(buf.get(), 1, bytes);  // fault every page in
   auto read_fn = DSA_DISPATCH(probe_read);
-  const size_t chunk = (bytes / threads) & ~size_t(4095);
+  const size_t seg = std::min<size_t>(bytes, size_t(256) << 20) / (size_t(4096) * threads) * (size_t(4096) * threads);
+  const size_t segments = seg ? bytes / seg : 0;
+  if (segments == 0) throw_error(env, Code::Argument, "probeRead: bytes too small for " + std::to_string(threads) + " threads");
+  const size_t chunk = seg / threads;
   std::atomic<uint64_t> sink{0};
-  auto pass = [&] {
+  auto read_segment = [&](const uint8_t* p) {
     std::vector<std::thread> ts;
-    for (int t = 1; t < threads; ++t) ts.emplace_back([&, t] { sink ^= read_fn(buf.get() + t * chunk, chunk); });
-    sink ^= read_fn(buf.get(), chunk);
+    for (int t = 1; t < threads; ++t) ts.emplace_back([&, t] { sink ^= read_fn(p + t * chunk, chunk); });
+    sink ^= read_fn(p, chunk);
     for (auto& th : ts) th.join();
   };
-  pass();  // warm-up (frequency, the TLB)
-  Napi::Array passes = Napi::Array::New(env, reps);
+  for (size_t k = 0; k < segments; ++k) read_segment(buf.get() + k * seg);  // warm-up (frequency, the TLB)
+  Napi::Array passes = Napi::Array::New(env, reps * segments);
+  uint32_t n = 0;
   for (int r = 0; r < reps; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-    pass();
-    passes.Set(r, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    for (size_t k = 0; k < segments; ++k) {
+      auto t0 = std::chrono::steady_clock::now();
+      read_segment(buf.get() + k * seg);
+      passes.Set(n++, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
   }
   Napi::Object o = Napi::Object::New(env);
-  o.Set("bytes", static_cast<double>(chunk) * threads);
+  o.Set("bytes", static_cast<double>(seg));
   o.Set("passes", passes);
   o.Set("sink", static_cast<double>(sink.load() & 1));
   return o;

@@ -4,7 +4,7 @@ import { coreAddon } from './native.js';
 
 export interface Ceilings {
   threads: number;
-  /** Streaming read of a buffer several times the last-level cache, GB/s (best pass). */
+  /** Streaming read of a buffer several times the last-level cache, GB/s (best 256 MiB segment). */
   readGBs: number;
   /** Peak bf16 dot-product rate (registers only), GFLOP/s (1 multiply-add = 2 FLOP; best run). */
   bf16Gflops: number;
@@ -27,12 +27,13 @@ export function probeBytes(): number {
  * huge pages advised (allocateLarge), with aligned AVX-512 loads, 8 lines in flight per thread,
  * each thread its own part: the way the GEMV kernels read packed weights. The dot probe keeps 24
  * independent vdpbf16ps chains per thread (enough for two 512-bit pipes of latency 6).
- * Each figure is the best of its passes: contention on a shared machine only lowers a probe.
+ * Each figure is the best of its samples (256 MiB segments of the read, runs of the dot loop):
+ * contention on a shared machine only lowers a sample.
  */
 export function measureCeilings(threads: number, options: { bytes?: number; reps?: number } = {}): Ceilings {
   const addon = coreAddon();
   const bytes = options.bytes ?? probeBytes();
-  const r = addon.probeRead(bytes, threads, options.reps ?? 5);
+  const r = addon.probeRead(bytes, threads, options.reps ?? 3);
   const read = r.bytes / Math.min(...r.passes);
   let dot = 0;
   for (let i = 0; i < 3; i++) {
