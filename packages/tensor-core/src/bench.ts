@@ -169,10 +169,9 @@ export class BenchRun {
   }
 
   /** Write the JSON (machine, options, probes, best ceilings, working sets, rows, summary). */
-  write(): string {
-    const dir = benchDir();
-    mkdirSync(dir, { recursive: true });
-    const file = join(dir, `${this.name}.json`);
+  write(path?: string): string {
+    const file = path ?? join(benchDir(), `${this.name}.json`);
+    mkdirSync(dirname(file), { recursive: true });
     const threads = [...new Set(this.probes.map((p) => p.threads))];
     this.loadAverage.end = loadavg()[0]!;
     writeFileSync(file, JSON.stringify({
