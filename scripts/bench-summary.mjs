@@ -31,7 +31,7 @@ if (process.argv.includes('--readme')) {
 }
 
 // Kernels first, then the stages in operator order, then the whole operator; unknown names last.
-const ORDER = ['matmul', 'mla_prolog', 'indexer_prolog', 'lightning_indexer', 'sparse_flash_attn', 'fused'];
+const ORDER = ['matmul', 'mla_prolog', 'indexer_prolog', 'lightning_indexer', 'sparse_flash_attn', 'fused', 'checkpoint'];
 const rank = (name) => (ORDER.includes(name) ? ORDER.indexOf(name) : ORDER.length);
 const runs = readdirSync(dir).filter((f) => f.endsWith('.json'))
   .map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')))
