@@ -1,5 +1,6 @@
 import {
-  DsaError, ErrorCode, FP8_BLOCK, fp8IndexRowBytes, fp8KvRowBytes, zeros, type Bf16Tensor, type CacheDtype, type I32Tensor, type U8Tensor,
+  DsaError, ErrorCode, FP8_BLOCK, fp8IndexRowBytes, fp8KvRowBytes, largeZeros, zeros, type Bf16Tensor, type CacheDtype, type I32Tensor,
+  type U8Tensor,
 } from '@dsa/tensor-core';
 
 export interface PagedCacheConfig {
@@ -77,17 +78,18 @@ export class PagedCacheManager {
     this.blockSize = blockSize;
     this.kvLora = kvLora;
     this.maxBlocksPerSeq = config.maxBlocksPerSeq ?? Math.max(1, numBlocks);
+    // Streamed by the kernels: huge-page backed where the OS allows (largeZeros).
     if (dtype === 'float8_e4m3fn') {
       if (kvLora % FP8_BLOCK !== 0) throw new DsaError(ErrorCode.SHAPE, `kvLora: an FP8 latent cache needs a multiple of 128, got ${kvLora}`, 'kvLora');
       if (indexDim !== FP8_BLOCK) throw new DsaError(ErrorCode.SHAPE, `indexDim: an FP8 key cache needs 128 (the Hadamard size), got ${indexDim}`, 'indexDim');
-      this.kvCache = zeros('uint8', [numBlocks, blockSize, 1, fp8KvRowBytes(kvLora, rope)]);
+      this.kvCache = largeZeros('uint8', [numBlocks, blockSize, 1, fp8KvRowBytes(kvLora, rope)]);
       this.krCache = undefined;
-      this.indexKCache = zeros('uint8', [numBlocks, blockSize, 1, fp8IndexRowBytes(indexDim)]);
+      this.indexKCache = largeZeros('uint8', [numBlocks, blockSize, 1, fp8IndexRowBytes(indexDim)]);
       this.bytesPerToken = fp8KvRowBytes(kvLora, rope) + fp8IndexRowBytes(indexDim);
     } else {
-      this.kvCache = zeros('bfloat16', [numBlocks, blockSize, 1, kvLora]);
-      this.krCache = zeros('bfloat16', [numBlocks, blockSize, 1, rope]);
-      this.indexKCache = zeros('bfloat16', [numBlocks, blockSize, 1, indexDim]);
+      this.kvCache = largeZeros('bfloat16', [numBlocks, blockSize, 1, kvLora]);
+      this.krCache = largeZeros('bfloat16', [numBlocks, blockSize, 1, rope]);
+      this.indexKCache = largeZeros('bfloat16', [numBlocks, blockSize, 1, indexDim]);
       this.bytesPerToken = 2 * (kvLora + rope + indexDim);
     }
     this.freeBlocks = Array.from({ length: numBlocks }, (_, i) => numBlocks - 1 - i);
