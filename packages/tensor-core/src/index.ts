@@ -7,7 +7,7 @@ export {
 export { toNZ, fromNZ, NZ_C0 } from './nz.js';
 export {
   E4M3_MAX, FP8_BLOCK, E4M3_VALUES, e4m3ToFloat, floatToE4m3, ue8m0Scale, quantizeGroupE4m3, hadamardRotate,
-  dequantizeBlocks, dequantizeFp8Weight, e4m3Bf16Table, type Fp8Weight,
+  dequantizeBlocks, dequantizeFp8Weight, type Fp8Weight,
 } from './fp8.js';
 export { Rng } from './random.js';
 export { readBin, writeBin, readGoldenCase, type GoldenCase, type GoldenManifest, type ManifestEntry } from './io.js';
@@ -29,4 +29,5 @@ export {
   SafetensorsFile, openSafetensors, writeSafetensors, SAFETENSORS_ITEMSIZE,
   type SafetensorsTensorInfo, type SafetensorsOpenOptions, type SafetensorsWriteEntry,
 } from './safetensors.js';
+export { largeArray } from './memory.js';
 export { rowsToBf16, type StoredRows, type Bf16Target, type StoredWeightDtype } from './dequant.js';
