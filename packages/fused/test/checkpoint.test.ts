@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { bf16ToF32, dequantizeFp8Weight, f32ToBf16, Rng, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import { bf16ToF32, checkWeight, dequantizeFp8Weight, f32ToBf16, Rng, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
 import { optionsFor, parseConfig, ropeAmplitude, ropeFrequencies } from '../src/checkpoint-config.js';
 import { openCheckpoint, sparseAttention, type Checkpoint } from '../src/index.js';
 import { attend, indexerScore, modelSoftmaxScale, modelToken, yarnFrequencies, type ModelSettings, type TokenState } from './checkpoint-model.js';
@@ -263,6 +263,9 @@ describe('openCheckpoint: FP8 form, single file, BF16 checkpoints', () => {
       const logical = dequantizeFp8Weight(w[k]);
       for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) if (logical[c * rows + r] !== e.values[r * cols + c]) throw new Error(`${k} [${c}, ${r}]`);
     }
+    // The form tensor-core's FP8 weight check (and so the FP8 kernels) accept.
+    for (const k of ['wDq', 'wUqQr', 'wDkvKr', 'wIdxQb', 'wIdxK'] as const) expect(checkWeight(k, w[k])).toBe(w[k]);
+    expect(checkWeight('wUk', w.wUk, { rank: 3 })).toBe(w.wUk);
     expect(w.wUk).toMatchObject({ shape: [2, 128, 160], format: 'ND' });
     expect(w.wUk.blockScale.shape).toEqual([2, 1, 2]);
     const uk = dequantizeFp8Weight(w.wUk);
