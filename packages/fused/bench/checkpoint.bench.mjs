@@ -5,21 +5,23 @@
 // load into new arrays pays), (c) ckpt.layerWeights(L) in bf16 and in the FP8 form, into new arrays
 // and with `reuse` (an earlier result's arrays overwritten: a layer-by-layer load). Medians with
 // min/max, and the process CPU time (all threads) beside the wall time: on a shared machine the
-// CPU time is the steadier figure. The files were just written, so they sit in the page cache: this measures the loader
-// against memory-speed reads, not the disk.
-//   node bench/checkpoint.bench.mjs [--rounds 7] [--json bench-results/checkpoint.json] [--keep]
+// CPU time is the steadier figure. The files were just written, so they sit in the page cache: this
+// measures the loader against memory-speed reads, not the disk.
+//   node bench/checkpoint.bench.mjs [--rounds 7] [--json <workspace>/bench-results/checkpoint.json] [--keep]
 import { randomFillSync } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { getNumThreads, largeArray, writeSafetensors } from '@dsa/tensor-core';
+import { allocateLarge, getNumThreads, writeSafetensors } from '@dsa/tensor-core';
+import { BenchRun } from '@dsa/tensor-core/bench';
 import { openCheckpoint } from '../dist/index.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string' }, json: { type: 'string' }, keep: { type: 'boolean' } } });
 const rounds = Number(values.rounds ?? 7);
-const jsonPath = values.json ?? join(import.meta.dirname, '..', 'bench-results', 'checkpoint.json');
+const run = new BenchRun('checkpoint', { threads: getNumThreads(), quick: false, rounds, keep: values.keep === true, json: values.json ?? null });
+run.probe('before');
 
 // DeepSeek-V3.2's attention dims (what config.json says for the published model).
 const CONFIG = {
@@ -123,7 +125,7 @@ let sink = 0;
 for (let r = 0; r < rounds; r++) {
   await timed('read', readFiles);
   await timed('touch', async () => {
-    const a = largeArray(Uint8Array, touchBytes); // allocated as the loader allocates its results
+    const a = new Uint8Array(allocateLarge(touchBytes)); // allocated as the loader allocates its results
     for (let i = 0; i < a.length; i += 4096) a[i] = 1; // one write per page
     sink += a[a.length - 1];
   });
@@ -144,7 +146,7 @@ const stats = (key, bytes) => {
   return { medianMs: median(ms), minMs: Math.min(...ms), maxMs: Math.max(...ms), mbPerS: bytes / 1e6 / (median(ms) / 1e3), cpuMedianMs: median(cpu[key]) };
 };
 const result = {
-  cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, node: process.version, rounds,
+  rounds,
   note: 'files freshly written, so in the page cache: reads run at memory speed, not disk speed; alternating rounds on a shared machine',
   layerFileBytes: attnBytes, shardBytes: fileBytes,
   threads: getNumThreads(),
@@ -157,7 +159,6 @@ const result = {
 };
 const f = (v, d = 1) => v.toFixed(d);
 console.log(`checkpoint load, one DeepSeek-V3.2 layer's attention weights (${f(attnBytes / 1e6)} MB of FP8 + scales read; ${rounds} alternating rounds)`);
-console.log(`CPU ${result.cpu} (${result.cores} logical cores, ${result.threads} kernel threads), Node ${process.version}`);
 console.log('  what                          median ms    min ms    max ms   CPU ms     MB/s read   output MB');
 const row = (name, s, out) => console.log(`  ${name.padEnd(28)} ${f(s.medianMs).padStart(9)} ${f(s.minMs).padStart(9)} ${f(s.maxMs).padStart(9)} ${f(s.cpuMedianMs, 0).padStart(8)} ${f(s.mbPerS, 0).padStart(13)} ${out === undefined ? '' : f(out / 1e6).padStart(11)}`);
 row('page-cache read (ceiling)', result.pageCacheRead);
@@ -170,6 +171,9 @@ const pctOf = (s) => `${f((100 * s.mbPerS) / result.pageCacheRead.mbPerS, 0)}%`;
 console.log(`  of the read rate: bf16 ${pctOf(result.bf16)} (reuse ${pctOf(result.bf16Reuse)}), FP8 ${pctOf(result.fp8)} (reuse ${pctOf(result.fp8Reuse)})`);
 console.log(`  (${result.note})`);
 if (sink < 0) console.log(sink);
-mkdirSync(dirname(jsonPath), { recursive: true });
-writeFileSync(jsonPath, JSON.stringify({ ...result, times, cpuTimes: cpu }, null, 2));
-console.log(`wrote ${jsonPath}`);
+run.probe('after');
+run.row({ ...result, times, cpuTimes: cpu });
+run.summarize("checkpoint load, one layer's attention weights from page-cached FP8 shards",
+  `bf16 ${pctOf(result.bf16)} (reusing arrays ${pctOf(result.bf16Reuse)}), FP8 ${pctOf(result.fp8)} (reusing ${pctOf(result.fp8Reuse)}) of the page-cache read rate ` +
+  `(${f(result.bf16.medianMs)} / ${f(result.fp8.medianMs)} ms vs ${f(result.pageCacheRead.medianMs)} ms)`);
+run.write(values.json);

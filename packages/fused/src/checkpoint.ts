@@ -5,7 +5,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import {
-  DsaError, ErrorCode, largeArray, openSafetensors, rowsToBf16, SAFETENSORS_ITEMSIZE, signalOption,
+  allocateLarge, DsaError, ErrorCode, openSafetensors, rowsToBf16, SAFETENSORS_ITEMSIZE, signalOption,
   type Bf16Tensor, type Fp8Weight, type SafetensorsFile, type SafetensorsTensorInfo, type StoredWeightDtype,
 } from '@dsa/tensor-core';
 import { optionsFor, parseConfig, ropeTables, type CheckpointConfig } from './checkpoint-config.js';
@@ -308,8 +308,10 @@ export class Checkpoint {
   }
 
   /** The array for result `key`: the reused one (checked), or a new one. */
-  private take<T extends Uint8Array | Uint16Array>(ctx: LoadContext, key: string, Ctor: { new (n: number): T; name: string }, n: number): T {
-    if (!ctx.reuse) return largeArray(Ctor, n);
+  private take<T extends Uint8Array | Uint16Array>(
+    ctx: LoadContext, key: string, Ctor: { new (b: ArrayBuffer, o: number, n: number): T; name: string; BYTES_PER_ELEMENT: number }, n: number,
+  ): T {
+    if (!ctx.reuse) return new Ctor(allocateLarge(n * Ctor.BYTES_PER_ELEMENT), 0, n);
     const data = ctx.reuse[key]?.data;
     if (!(data instanceof Ctor) || data.length !== n) {
       const got = data === undefined ? 'nothing' : `${(data as object)?.constructor?.name}(${(data as { length?: number })?.length})`;
@@ -435,7 +437,7 @@ export class Checkpoint {
   /** A strip buffer of at least `bytes`, from the spare ones when possible (fresh pages are slow to touch). */
   private stripBuffer(bytes: number): Uint8Array {
     const i = this.spare.findIndex((b) => b.length >= bytes);
-    return i >= 0 ? this.spare.splice(i, 1)[0]! : largeArray(Uint8Array, Math.max(bytes, this.stripBytes));
+    return i >= 0 ? this.spare.splice(i, 1)[0]! : new Uint8Array(allocateLarge(Math.max(bytes, this.stripBytes)));
   }
 
   private checkLive(ctx: LoadContext): void {

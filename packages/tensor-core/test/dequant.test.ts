@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { dequantizeBlocks, E4M3_VALUES, f32ToBf16, floatToE4m3, largeArray, Rng, rowsToBf16 } from '../src/index.js';
+import { dequantizeBlocks, E4M3_VALUES, f32ToBf16, floatToE4m3, Rng, rowsToBf16 } from '../src/index.js';
 import { coreAddon } from '../src/native.js';
 
 /** A [rows, cols] e4m3 matrix with random block scales; no NaN codes. */
@@ -87,18 +87,5 @@ describe('rowsToBf16', () => {
     expect(code(() => addon.e4m3RowsToBf16(new Uint16Array(6) as never, 0, 2, 3, scale.data, 128, 128, out, 0, 3, false))).toBe('DSA_E_DTYPE');
     expect(() => rowsToBf16({ dtype: 'BF16', bytes: new Uint8Array(6), row0: 0, rows: 2, cols: 2 }, { data: out, offset: 0, ld: 2, transposed: false })).toThrow(/expected 8 bytes/);
     expect(() => rowsToBf16({ dtype: 'F8_E4M3', bytes: new Uint8Array(4), row0: 0, rows: 2, cols: 2 }, { data: out, offset: 0, ld: 2, transposed: false })).toThrow(/block scales/);
-  });
-});
-
-describe('largeArray', () => {
-  it('gives zeroed arrays of the asked type and length, small or huge-page advised', () => {
-    for (const n of [0, 7, 3 << 20]) {
-      const a = largeArray(Uint16Array, n);
-      expect(a).toBeInstanceOf(Uint16Array);
-      expect(a.length).toBe(n);
-      expect(a.every((v) => v === 0)).toBe(true);
-    }
-    expect(coreAddon().adviseHugePages(new Uint8Array(10))).toBe(0); // no aligned 2 MiB inside
-    expect(() => coreAddon().adviseHugePages(5 as never)).toThrow(/typed array/);
   });
 });
