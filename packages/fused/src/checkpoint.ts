@@ -49,6 +49,8 @@ export interface LayerLoadOptions<D extends 'bfloat16' | 'float8_e4m3fn' = 'bflo
 export interface OpenCheckpointOptions {
   /** Keep the results of this many recent layerWeights calls (default 0). Cached results are shared: do not modify them. */
   cacheLayers?: number;
+  /** Bytes per positional read (default 4 MiB); two such buffers are alive during a load. */
+  readChunkBytes?: number;
 }
 
 /** One stored tensor of a layer, as check-checkpoint reports it. */
@@ -59,7 +61,7 @@ export interface StoredTensor {
   shape: readonly number[];
 }
 
-const STRIP_BYTES = 4 << 20;
+const GAP_BYTES = 1 << 20;
 const WEIGHT_DTYPES: readonly string[] = ['F8_E4M3', 'BF16', 'F16', 'F32'];
 const NORM_DTYPES: readonly string[] = ['BF16', 'F32', 'F16'];
 
@@ -110,6 +112,7 @@ export class Checkpoint {
     /** The file that maps tensors to shards (for messages). */
     private readonly indexFile: string,
     private readonly cacheLayers: number,
+    private readonly stripBytes: number,
   ) {
     this.config = config;
     this.options = optionsFor(config);
@@ -347,28 +350,38 @@ export class Checkpoint {
   }
 
   /**
-   * Read row ranges [start, start + count) of a stored matrix in strips, double-buffered; `fn` gets
-   * each strip and the index of its first row in the concatenation of the ranges.
+   * Read row ranges [start, start + count) (ascending, disjoint) of a stored matrix in strips,
+   * double-buffered; `fn` gets each piece of a range with its global first row and its row index in
+   * the concatenation of the ranges. Ranges less than GAP_BYTES apart are read as one span (one
+   * large read beats many small ones; kv_b_proj's per-head K rows are 64 KiB apart).
    */
   private async stream(m: Matrix, ranges: readonly [number, number][], ctx: LoadContext, fn: (rows: Uint8Array, row0: number, n: number, outRow: number) => void): Promise<void> {
     const rowBytes = m.cols * SAFETENSORS_ITEMSIZE[m.dtype]!;
     const block = m.scale?.blockRows ?? 1;
-    let stripRows = Math.max(1, Math.floor(STRIP_BYTES / Math.max(1, rowBytes)));
+    let stripRows = Math.max(1, Math.floor(this.stripBytes / Math.max(1, rowBytes)));
     if (stripRows > block) stripRows -= stripRows % block;
-    const strips: { start: number; n: number; outRow: number }[] = [];
+    const parts: { start: number; end: number; outRow: number }[] = [];
+    const spans: { start: number; end: number }[] = [];
     let outRow = 0;
     for (const [start, count] of ranges) {
-      for (let r = 0; r < count; r += stripRows) strips.push({ start: start + r, n: Math.min(stripRows, count - r), outRow: outRow + r });
+      if (count === 0) continue;
+      parts.push({ start, end: start + count, outRow });
       outRow += count;
+      const last = spans[spans.length - 1];
+      if (last && (start - last.end) * rowBytes < GAP_BYTES) last.end = start + count;
+      else spans.push({ start, end: start + count });
     }
+    const strips: { start: number; end: number }[] = [];
+    for (const sp of spans) for (let r = sp.start; r < sp.end; r += stripRows) strips.push({ start: r, end: Math.min(sp.end, r + stripRows) });
     if (strips.length === 0) return;
-    const cap = Math.max(...strips.map((s) => s.n)) * rowBytes;
+    const cap = Math.max(...strips.map((s) => s.end - s.start)) * rowBytes;
     const bufs = [new Uint8Array(cap), strips.length > 1 ? new Uint8Array(cap) : undefined];
     const read = (i: number): Promise<Uint8Array> => {
       const s = strips[i]!;
-      return m.file.read(m.info.name, s.start * rowBytes, s.n * rowBytes, bufs[i & 1]);
+      return m.file.read(m.info.name, s.start * rowBytes, (s.end - s.start) * rowBytes, bufs[i & 1]);
     };
     let pending: Promise<Uint8Array> | undefined = read(0);
+    let p = 0;
     try {
       for (let i = 0; i < strips.length; i++) {
         const bytes: Uint8Array = await pending!;
@@ -376,8 +389,15 @@ export class Checkpoint {
         this.checkLive(ctx);
         if (i + 1 < strips.length) pending = read(i + 1);
         const s = strips[i]!;
-        fn(bytes, s.start, s.n, s.outRow);
-        this.tick(ctx, m.info.name, s.n * rowBytes);
+        // Hand over each part of a range that lies in this strip.
+        for (; p < parts.length && parts[p]!.start < s.end; p++) {
+          const part = parts[p]!;
+          const a = Math.max(part.start, s.start);
+          const b = Math.min(part.end, s.end);
+          fn(bytes.subarray((a - s.start) * rowBytes, (b - s.start) * rowBytes), a, b - a, part.outRow + a - part.start);
+          this.tick(ctx, m.info.name, (b - a) * rowBytes);
+          if (part.end > s.end) break; // continues in the next strip
+        }
       }
     } finally {
       pending?.catch(() => undefined);
@@ -507,6 +527,10 @@ export async function openCheckpoint(dir: string, options: OpenCheckpointOptions
   if (!Number.isSafeInteger(cacheLayers) || cacheLayers < 0) {
     throw new DsaError(ErrorCode.ARGUMENT, `cacheLayers: expected a non-negative integer, got ${JSON.stringify(options.cacheLayers)}`, 'cacheLayers');
   }
+  const stripBytes = options.readChunkBytes ?? 4 << 20;
+  if (!Number.isSafeInteger(stripBytes) || stripBytes < 1) {
+    throw new DsaError(ErrorCode.ARGUMENT, `readChunkBytes: expected a positive integer, got ${JSON.stringify(options.readChunkBytes)}`, 'readChunkBytes');
+  }
   const configPath = join(dir, 'config.json');
   const config = parseConfig(await readJson(configPath), configPath);
   const indexPath = join(dir, 'model.safetensors.index.json');
@@ -533,5 +557,5 @@ export async function openCheckpoint(dir: string, options: OpenCheckpointOptions
   } else {
     throw new DsaError(ErrorCode.IO, `${dir}: neither model.safetensors.index.json nor model.safetensors found`, 'dir');
   }
-  return new Checkpoint(dir, config, weightMap, indexFile, cacheLayers);
+  return new Checkpoint(dir, config, weightMap, indexFile, cacheLayers, stripBytes);
 }

@@ -184,6 +184,13 @@ describe('openCheckpoint: mapping of a sharded FP8 checkpoint with odd sizes', (
     // Layer 0 is a different layer.
     const w0 = await ckpt.layerWeights(0);
     expect(w0.wDq.data).not.toEqual(w.wDq.data);
+    // Reads of a few rows at a time (strips that cut FP8 blocks and kv_b_proj's heads) give the same bytes.
+    const small = await openCheckpoint(dir, { readChunkBytes: 1000 });
+    const ws = await small.layerWeights(1);
+    for (const k of Object.keys(w) as (keyof typeof w)[]) expect(ws[k].data, k).toEqual(w[k].data);
+    expect((await small.wUv(1)).data).toEqual(uv.data);
+    await small.close();
+    await expect(openCheckpoint(dir, { readChunkBytes: 0 })).rejects.toMatchObject({ code: 'DSA_E_ARGUMENT' });
   });
 
   it('rope(): YaRN tables with c[j] = c[j + d/2], [n, d] for a list and [...shape, d] for a tensor', () => {
@@ -263,6 +270,13 @@ describe('openCheckpoint: FP8 form, single file, BF16 checkpoints', () => {
     for (let h = 0; h < 2; h++) for (let i = 0; i < 128; i++) for (let c = 0; c < 160; c++) {
       if (uk[(h * 128 + i) * 160 + c] !== kvB[(h * 256 + i) * 160 + c]) throw new Error(`wUk [${h}, ${i}, ${c}]`);
     }
+    const small = await openCheckpoint(dir, { readChunkBytes: 700 });
+    const ws = await small.layerWeights(0, { dtype: 'float8_e4m3fn' });
+    for (const k of ['wDq', 'wUqQr', 'wUk', 'wDkvKr', 'wIdxQb', 'wIdxK'] as const) {
+      expect(ws[k].data).toEqual(w[k].data);
+      expect(ws[k].blockScale.data).toEqual(w[k].blockScale.data);
+    }
+    await small.close();
     const uv = await ckpt.wUv(0, { dtype: 'float8_e4m3fn' });
     const v = dequantizeFp8Weight(uv);
     for (let h = 0; h < 2; h++) for (let i = 0; i < 128; i++) for (let c = 0; c < 160; c++) {

@@ -119,7 +119,8 @@ export function hadamardRotate(v: { [i: number]: number; length: number }, offse
 export interface Fp8Weight {
   dtype: 'float8_e4m3fn';
   shape: readonly number[];
-  format: 'NT' | 'ND';
+  /** 'PACKED' is made by packWeights only (the kernels' layout; blockScale then holds one scale per 16 columns and 128 k). */
+  format: 'NT' | 'ND' | 'PACKED';
   data: Uint8Array;
   blockScale: Tensor<'float32'>;
 }
@@ -148,6 +149,7 @@ export function dequantizeFp8Weight(w: Fp8Weight): Float64Array {
   const heads = w.shape.length === 3 ? w.shape[0]! : 1;
   const K = w.shape[w.shape.length - 2]!;
   const N = w.shape[w.shape.length - 1]!;
+  if (w.format === 'PACKED') return dequantizePacked(w, heads, K, N);
   const [rows, cols] = w.format === 'NT' ? [N, K] : [K, N];
   const gridPerHead = Math.ceil(rows / FP8_BLOCK) * Math.ceil(cols / FP8_BLOCK);
   const out = new Float64Array(heads * K * N);
@@ -156,5 +158,34 @@ export function dequantizeFp8Weight(w: Fp8Weight): Float64Array {
     if (w.format === 'ND') out.set(stored, h * K * N);
     else for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) out[h * K * N + k * N + n] = stored[n * K + k]!;
   }
+  return out;
+}
+
+/** Bytes of one [K, N] FP8 weight in the PACKED layout: K rounded up to 4, N to 16. */
+export function fp8PackedBytes(K: number, N: number): number {
+  return Math.ceil(K / 4) * 4 * Math.ceil(N / 16) * 16;
+}
+
+/**
+ * Offset of (k, n) in one PACKED FP8 weight (tensor-core's dsa/gemm.h, Fp8Packed): 16-column panels of
+ * 4-k groups of 64 bytes; byte (n%16 >> 2)·16 + (k%4 >> 1)·8 + (n%4)·2 + (k%2) of a group.
+ */
+export function fp8PackedOffset(K: number, k: number, n: number): number {
+  const c = n & 15;
+  const kk = k & 3;
+  return (n >> 4) * Math.ceil(K / 4) * 64 + (k >> 2) * 64 + (c >> 2) * 16 + (kk >> 1) * 8 + (c & 3) * 2 + (kk & 1);
+}
+
+function dequantizePacked(w: Fp8Weight, heads: number, K: number, N: number): Float64Array {
+  const bytes = fp8PackedBytes(K, N);
+  const kb = Math.ceil(K / FP8_BLOCK);
+  const scales = Math.ceil(N / 16) * kb;
+  const out = new Float64Array(heads * K * N);
+  for (let h = 0; h < heads; h++)
+    for (let k = 0; k < K; k++)
+      for (let n = 0; n < N; n++) {
+        const v = E4M3_VALUES[w.data[h * bytes + fp8PackedOffset(K, k, n)]!]!;
+        out[(h * K + k) * N + n] = v * w.blockScale.data[h * scales + (n >> 4) * kb + Math.floor(k / FP8_BLOCK)]!;
+      }
   return out;
 }
