@@ -4,19 +4,21 @@
 // read ceiling of this run), (b) ckpt.layerWeights(L) in bf16 and (c) in the FP8 form. Medians with
 // min/max. The files were just written, so they sit in the page cache: this measures the loader
 // against memory-speed reads, not the disk.
-//   node bench/checkpoint.bench.mjs [--rounds 7] [--json bench-results/checkpoint.json] [--keep]
+//   node bench/checkpoint.bench.mjs [--rounds 7] [--json <workspace>/bench-results/checkpoint.json] [--keep]
 import { randomFillSync } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { writeSafetensors } from '@dsa/tensor-core';
+import { getNumThreads, writeSafetensors } from '@dsa/tensor-core';
+import { BenchRun } from '@dsa/tensor-core/bench';
 import { openCheckpoint } from '../dist/index.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string' }, json: { type: 'string' }, keep: { type: 'boolean' } } });
 const rounds = Number(values.rounds ?? 7);
-const jsonPath = values.json ?? join(import.meta.dirname, '..', 'bench-results', 'checkpoint.json');
+const run = new BenchRun('checkpoint', { threads: getNumThreads(), quick: false, rounds, keep: values.keep === true, json: values.json ?? null });
+run.probe('before');
 
 // DeepSeek-V3.2's attention dims (what config.json says for the published model).
 const CONFIG = {
@@ -121,7 +123,7 @@ if (!values.keep) rmSync(dir, { recursive: true, force: true });
 
 const stats = (ms, bytes) => ({ medianMs: median(ms), minMs: Math.min(...ms), maxMs: Math.max(...ms), mbPerS: bytes / 1e6 / (median(ms) / 1e3) });
 const result = {
-  cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, node: process.version, rounds,
+  rounds,
   note: 'files freshly written, so in the page cache: reads run at memory speed, not disk speed; alternating rounds on a shared machine',
   layerFileBytes: attnBytes, shardBytes: fileBytes,
   pageCacheRead: stats(times.read, fileBytes),
@@ -130,13 +132,15 @@ const result = {
 };
 const f = (v, d = 1) => v.toFixed(d);
 console.log(`checkpoint load, one DeepSeek-V3.2 layer's attention weights (${f(attnBytes / 1e6)} MB of FP8 + scales read; ${rounds} alternating rounds)`);
-console.log(`CPU ${result.cpu} (${result.cores} logical cores), Node ${process.version}`);
 console.log('  what                          median ms    min ms    max ms     MB/s read   output MB');
 const row = (name, s, out) => console.log(`  ${name.padEnd(28)} ${f(s.medianMs).padStart(9)} ${f(s.minMs).padStart(9)} ${f(s.maxMs).padStart(9)} ${f(s.mbPerS, 0).padStart(13)} ${out === undefined ? '' : f(out / 1e6).padStart(11)}`);
 row('page-cache read (ceiling)', result.pageCacheRead);
 row('layerWeights bf16 [in,out]', result.bf16, outBytes.bf16);
 row("layerWeights 'float8_e4m3fn'", result.fp8, outBytes.fp8);
 console.log(`  bf16 load reaches ${f((100 * result.bf16.mbPerS) / result.pageCacheRead.mbPerS, 0)}% of the read rate, FP8 ${f((100 * result.fp8.mbPerS) / result.pageCacheRead.mbPerS, 0)}% (${result.note})`);
-mkdirSync(dirname(jsonPath), { recursive: true });
-writeFileSync(jsonPath, JSON.stringify({ ...result, times }, null, 2));
-console.log(`wrote ${jsonPath}`);
+run.probe('after');
+run.row({ ...result, times });
+run.summarize("checkpoint load, one layer's attention weights from page-cached FP8 shards",
+  `bf16 ${f((100 * result.bf16.mbPerS) / result.pageCacheRead.mbPerS, 0)}%, FP8 ${f((100 * result.fp8.mbPerS) / result.pageCacheRead.mbPerS, 0)}% of the page-cache read rate ` +
+  `(${f(result.bf16.medianMs)} / ${f(result.fp8.medianMs)} ms vs ${f(result.pageCacheRead.medianMs)} ms)`);
+run.write(values.json);

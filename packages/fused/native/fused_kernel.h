@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dsa/gemm.h"
+#include "dsa/large_alloc.h"
 #include "dsa/status.h"
 
 namespace dsa {
@@ -30,12 +31,13 @@ struct WeightsIn {
   const bf16_t *gamma_cq = nullptr, *gamma_ckv = nullptr, *gamma_k = nullptr, *beta_k = nullptr;
 };
 
-// A weight in the kernels' layout, owned here: bf16 Packed, or FP8 Fp8Packed (half the bytes).
+// A weight in the kernels' layout, owned here: bf16 Packed, or FP8 Fp8Packed (half the bytes). The
+// streamed bytes live in large_alloc memory (2 MiB-aligned, huge pages advised).
 struct PackedWeight {
   WeightView view;  // points into the vectors below
-  std::vector<bf16_t> bf16;
-  std::vector<uint8_t> fp8;
-  std::vector<float> scale;
+  large_vector<bf16_t> bf16;
+  large_vector<uint8_t> fp8;
+  large_vector<float> scale;
   int64_t bytes() const;
 };
 

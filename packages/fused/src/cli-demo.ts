@@ -1,4 +1,5 @@
-import { activeIsa, clone, compareBf16, DsaError, ErrorCode, measureCeilings, Rng, toFloat32, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import { activeIsa, clone, compareBf16, DsaError, ErrorCode, machineLine, measureCeilings, Rng, toFloat32, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import { msStats, stats } from '@dsa/tensor-core/bench';
 import { PagedCacheManager } from './cache-manager.js';
 import { openCheckpoint, type Checkpoint } from './checkpoint.js';
 import { fmt, intFlag, pct, presetFlag, threadsFlag, type CliValues } from './cli-options.js';
@@ -98,6 +99,7 @@ async function demo(values: CliValues, source: LayerSource): Promise<number> {
   console.log(`  hidden ${d.h}, ${d.n} heads, q_lora ${d.qLora}, kv_lora ${d.kvLora}, rope ${d.rope}, indexer ${d.idxHeads}x${d.idxDim}, topk ${d.topk}, block ${d.blockSize}`);
   console.log(`batch ${batch}, context ${context} (${context - prefill} tokens of random history + ${prefill} prefilled), ${steps} decode steps, ${threads} threads, ISA ${activeIsa()}`);
 
+  console.log(`machine: ${machineLine()}`);
   console.log('measuring this machine\'s ceilings...');
   const ceil = measureCeilings(threads);
   console.log(`  streaming read ${fmt(ceil.readGBs)} GB/s, bf16 dot peak ${fmt(ceil.bf16Gflops, 0)} GFLOP/s`);
@@ -133,6 +135,7 @@ async function demo(values: CliValues, source: LayerSource): Promise<number> {
   // Decode steps.
   const sums: Record<string, number> = {};
   let decodeMs = 0;
+  const stepSeconds: number[] = [];
   let floorMs = 0;
   let check = '';
   const dp = new Progress('decode  ', steps, ' steps');
@@ -144,6 +147,7 @@ async function demo(values: CliValues, source: LayerSource): Promise<number> {
     const t0 = performance.now();
     const r = layer.forward(inputs, { returnIndices: last });
     decodeMs += performance.now() - t0;
+    stepSeconds.push((performance.now() - t0) / 1e3);
     floorMs += callCost(d, Array.from(plan.actSeqs.data), 1, ceil).floorMs;
     for (const k of STAGES) sums[k] = (sums[k] ?? 0) + ((layer.lastTimes as LayerTimes)[k] ?? 0);
     dp.update(step + 1);
@@ -167,9 +171,9 @@ async function demo(values: CliValues, source: LayerSource): Promise<number> {
   const per = decodeMs / steps;
   console.log(`\nprefill: ${prefill * batch} tokens in ${fmt(prefillMs / 1e3, 2)} s = ${fmt((prefill * batch) / (prefillMs / 1e3), 0)} tokens/s, ` +
     `${fmt(prefillFlops / (prefillMs / 1e3) / 1e9, 0)} GFLOP/s (${pct(prefillFlops / (prefillMs / 1e3) / 1e9 / ceil.bf16Gflops)} of the bf16 dot peak)`);
-  console.log(`decode: ${fmt(per, 2)} ms per step for ${batch} sequences at ~${context} keys = ${fmt((batch * 1000) / per, 1)} tokens/s`);
+  console.log(`decode: ${fmt(per, 2)} ms per step (mean; median ${msStats(stats(stepSeconds))}) for ${batch} sequences at ~${context} keys = ${fmt((batch * 1000) / per, 1)} tokens/s`);
   console.log(`  floor (weights once at ${fmt(ceil.readGBs)} GB/s + indexer/attention FLOPs at ${fmt(ceil.bf16Gflops, 0)} GFLOP/s): ${fmt(floorMs / steps, 2)} ms → ${fmt((floorMs / decodeMs), 2)} of the ceiling`);
-  console.log('  (one layer: its weights may stay in the last-level cache between steps; `dsa bench` rotates four layers)');
+  console.log('  (one layer: its weights may stay in the last-level cache between steps; `dsa bench` rotates layers and caches beyond it)');
   console.log('  per stage (ms per step):');
   for (const k of STAGES) console.log(`    ${k.padEnd(22)} ${fmt((sums[k] ?? 0) / steps, 2).padStart(8)}`);
   console.log(check);

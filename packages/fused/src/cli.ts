@@ -24,9 +24,12 @@ const HELP = `dsa — DeepSeek-V3.2 sparse attention (DSA) on this machine
       x is random token embeddings.
 
   dsa bench [--threads N] [--quick] [--json bench-results/fused.json] [--svg bench-results/decode.svg]
-      Every stage and the whole operator at DeepSeek-V3.2 size: decode b=1 at 4K/32K/128K, b=4 at
-      [768, 4097, 8192, 131071], b=32 at 8K, MTP s1=2; the floor from the same run's ceilings; fused
-      vs chain; a chart of time per decode step against context (4K..128K) for b = 1 and 4.
+      The whole operator at DeepSeek-V3.2 size: decode b=1 at 4K/32K/128K, b=4 at
+      [768, 4097, 8192, 131071], b=32 at 8K, MTP s1=2; fused vs chain; a chart of time per decode
+      step against context (4K..128K) for b = 1 and 4. Calls rotate over prepared layers, each with
+      its own caches, until the bytes they read exceed 2x the last-level cache (--quick: 1.25x,
+      DSA_BENCH_LLC_FACTOR to change). Medians with min/max next to the floor from the ceilings
+      measured in the same run; the machine, options and working sets go into the JSON.
 
   dsa check <folder> [--mode fused|chain]
       Run the operator on a folder in the shared/golden format and print the spec's accuracy

@@ -22,7 +22,9 @@ export {
   type Isa, type CpuFeatures, type ConfigurableAddon,
 } from './runtime.js';
 export { matmul, matmulBatched, packWeights, cpuFeatures, activeIsa } from './matmul.js';
-export { measureCeilings, type Ceilings } from './ceilings.js';
+export { measureCeilings, probeBytes, type Ceilings } from './ceilings.js';
+export { describeMachine, lastLevelCacheBytes, machineLine, type MachineInfo, type CacheLevel } from './machine.js';
+export { allocateLarge, largeZeros } from './large.js';
 export { relativeL2, iscloseFraction, compareBf16 } from './compare.js';
 export { assertCachesIdle, withCaches } from './cache-lock.js';
 export { abortedError, chunkAct, planRowChunks, saveCacheRows, signalOption, tokenRows, type RowChunk } from './abort.js';
