@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "dsa/fp8_cache.h"
+#include "dsa/fp8_simd.h"
 #include "dsa/thread_pool.h"
 #include "lightning_indexer_isa.h"
 #include "lightning_indexer_topk.h"
@@ -81,7 +82,7 @@ void fp8_query(const Args& a, const bf16_t* q, const bf16_t* w, Workspace& ws) {
     hadamard_f32(f, a.dim);
     for (int64_t d = 0; d < a.dim; ++d) f[d] = round_bf16(f[d]);
     const float scale = fp8_quantize_group(f, a.dim, b);
-    for (int64_t d = 0; d < a.dim; ++d) ws.q8[h * a.dim + d] = f32_to_bf16(e4m3_to_f32(b[d]));
+    e4m3_to_bf16(b, a.dim, ws.q8.data() + h * a.dim);
     ws.w8[h] = f32_to_bf16(bf16_to_f32(w[h]) * scale);
   }
 }

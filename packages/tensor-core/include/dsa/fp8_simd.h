@@ -35,7 +35,8 @@ inline __m512i e4m3x32_to_bf16(__m256i bytes) {
   const __m512i sub = _mm512_permutexvar_epi16(mag, _mm512_load_si512(kE4m3SubBf16));
   r = _mm512_mask_blend_epi16(_mm512_cmplt_epu16_mask(mag, _mm512_set1_epi16(8)), r, sub);
   r = _mm512_mask_blend_epi16(_mm512_cmpeq_epi16_mask(mag, _mm512_set1_epi16(0x7f)), r, _mm512_set1_epi16(0x7FC0));
-  return _mm512_or_si512(r, _mm512_slli_epi16(_mm512_and_si512(x, _mm512_set1_epi16(0x80)), 8));
+  // r | (x << 8 & 0x8000): the sign bit, in one ternary-logic op.
+  return _mm512_ternarylogic_epi32(r, _mm512_slli_epi16(x, 8), _mm512_set1_epi16(static_cast<short>(0x8000)), 0xF8);
 }
 #elif defined(__AVX2__)
 // 16 e4m3 bytes -> 16 bf16.
