@@ -100,7 +100,8 @@ export function weightBytes(d: ModelDims, dtype: WeightDtype = 'bf16'): number {
 /**
  * Fill a sequence's first `tokens` cache rows with random bf16 values in ±[2⁻⁷, 2) (what earlier
  * calls would have written). Built from random bits directly: 10⁹ values would be too slow otherwise.
- * FP8 caches get random e4m3 bytes (never the NaN codes), 2⁻⁶ scales and random bf16 rope values.
+ * FP8 caches hold the same distribution, ±[2⁻⁷, 2) (e4m3 bytes of ±[2⁻⁶, 4): random sign, exponent
+ * field 1..8 and mantissa; scale 2⁻¹), and random bf16 rope values.
  */
 export function fillHistory(cache: PagedCacheManager, seq: number, tokens: number, seed: number): void {
   if (tokens <= 0) return;
@@ -116,7 +117,7 @@ export function fillHistory(cache: PagedCacheManager, seq: number, tokens: numbe
     const r = next();
     return (r & 0x8000) | ((120 + ((r >>> 16) & 7)) << 7) | ((r >>> 8) & 0x7f);
   };
-  const scale = new Uint8Array(new Float32Array([2 ** -6]).buffer);
+  const scale = new Uint8Array(new Float32Array([2 ** -1]).buffer);
   for (const t of Object.values(cache.tensors())) {
     const d = t.shape[3]!;
     const data = t.data;
@@ -130,8 +131,8 @@ export function fillHistory(cache: PagedCacheManager, seq: number, tokens: numbe
     for (const slot of plan.cacheIndex.data) {
       const o = slot * d;
       for (let k = 0; k < e8; k++) {
-        const b = next() & 0xff;
-        data[o + k] = (b & 0x7f) === 0x7f ? b - 1 : b;
+        const r = next();
+        data[o + k] = (r & 0x87) | ((1 + ((r >>> 8) & 7)) << 3);
       }
       for (let g = 0; g < e8 / 128; g++) data.set(scale, o + e8 + 4 * g);
       for (let k = ropeAt; k < d; k += 2) {
