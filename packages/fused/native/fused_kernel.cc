@@ -31,8 +31,8 @@ Status check_weight(const char* name, const WeightView& w, int64_t K, int64_t N)
   return Status::Ok();
 }
 
-std::vector<bf16_t> packed(const WeightView& w) {
-  std::vector<bf16_t> out(static_cast<size_t>(packed_elements(w.K, w.N)));
+large_vector<bf16_t> packed(const WeightView& w) {
+  large_vector<bf16_t> out(static_cast<size_t>(packed_elements(w.K, w.N)));
   pack_weights(w, out.data());
   return out;
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dsa/gemm.h"
+#include "dsa/large_alloc.h"
 #include "dsa/status.h"
 
 namespace dsa {
@@ -27,12 +28,13 @@ struct WeightsIn {
 };
 
 // The weights in the kernels' layouts, owned here (the caller's buffers are not needed afterwards).
+// The streamed ones live in large_alloc memory (2 MiB-aligned, huge pages advised).
 struct Prepared {
   Dims d;
-  std::vector<bf16_t> w_x;       // packed [h, x_cols]: W_DQ | W_DKVKR | W_idx_k | W_idx_proj
-  std::vector<bf16_t> w_uq_qr;   // packed [q_lora, n*(qk_nope+rope)]
-  std::vector<bf16_t> w_uk;      // mla::pack_w_uk layout
-  std::vector<bf16_t> w_idx_qb;  // packed [q_lora, idx_heads*idx_dim]
+  large_vector<bf16_t> w_x;       // packed [h, x_cols]: W_DQ | W_DKVKR | W_idx_k | W_idx_proj
+  large_vector<bf16_t> w_uq_qr;   // packed [q_lora, n*(qk_nope+rope)]
+  large_vector<bf16_t> w_uk;      // mla::pack_w_uk layout
+  large_vector<bf16_t> w_idx_qb;  // packed [q_lora, idx_heads*idx_dim]
   std::vector<bf16_t> gamma_cq, gamma_ckv, gamma_k, beta_k;
   int64_t bytes() const;
 };

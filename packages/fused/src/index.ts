@@ -10,6 +10,10 @@ export { PagedCacheManager, type PagedCacheConfig, type StepPlan } from './cache
 export type { LayerWeights, StepInputs, SparseAttentionInputs, OperatorDims } from './inputs.js';
 export type { OperatorResult, StageTimes } from './chain.js';
 export { nativeAddon } from './native.js';
+export {
+  openCheckpoint, Checkpoint,
+  type CheckpointConfig, type YarnScaling, type Fp8LayerWeights, type LoadProgress, type LayerLoadOptions, type OpenCheckpointOptions, type StoredTensor,
+} from './checkpoint.js';
 
 const WEIGHT_KEYS = ['wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv', 'wIdxQb', 'wIdxK', 'wIdxProj', 'inGammaK', 'inBetaK'] as const;
 const STEP_KEYS = ['x', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache', 'blockTable', 'actSeqs', 'indexKCache'] as const;

@@ -167,7 +167,7 @@ Napi::Value PackWUk(const Napi::CallbackInfo& info) {
   TensorArg w = get_tensor(env, info[0], "wUk", DType::BF16, 3);
   void* dst = nullptr;
   Napi::Object out = dsa::napi::new_tensor(env, DType::BF16, w.shape, &dst, "PACKED",
-                                           dsa::mla::packed_w_uk_elements(w.dim(0), w.dim(1), w.dim(2)));
+                                           dsa::mla::packed_w_uk_elements(w.dim(0), w.dim(1), w.dim(2)), /*large=*/true);
   dsa::mla::pack_w_uk(w.ptr<const bf16_t>(), w.dim(0), w.dim(1), w.dim(2), static_cast<bf16_t*>(dst));
   return out;
 }

@@ -1,14 +1,19 @@
-// @dsa/tensor-core's own addon: matmul and packWeights for tests and benchmarks, and the probes that
-// measure this machine's ceilings. Kernels live in native/runtime (shared by every addon).
+// @dsa/tensor-core's own addon: matmul and packWeights for tests and benchmarks, allocateLarge for
+// streamed buffers, and the probes that measure and describe this machine for the benchmarks.
+// Kernels live in native/runtime (shared by every addon).
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <cstring>
 #include <thread>
 #include <vector>
 
 #include "dsa/gemm.h"
+#include "dsa/large_alloc.h"
 #include "dsa/napi_tensor.h"
 #include "dsa/thread_pool.h"
+#include "machine.h"
 #include "probe.h"
 
 using namespace dsa;
@@ -16,11 +21,11 @@ using namespace dsa::napi;
 
 namespace {
 
-// matmul(x [M,K] bf16, w [K,N] bf16 ND|NZ|PACKED, outDtype 'float32'|'bfloat16') -> y [M,N]
+// matmul(x [M,K] bf16, w [K,N] bf16 ND|NZ|PACKED or FP8 NT|ND|PACKED, outDtype 'float32'|'bfloat16') -> y [M,N]
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorArg x = get_tensor(env, info[0], "x", DType::BF16, 2);
-  TensorArg w = get_tensor(env, info[1], "w", DType::BF16, 2, true);
+  TensorArg w = get_weight(env, info[1], "w");
   const std::string out = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "float32";
   if (out != "float32" && out != "bfloat16") throw_error(env, Code::Argument, "outDtype: expected float32 or bfloat16, got " + out);
   if (x.dim(1) != w.dim(0))
@@ -38,11 +43,12 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return y;
 }
 
-// matmulBatched(x [B,M,K] bf16, w [B,K,N] bf16 ND, outDtype) -> y [B,M,N]: one task per item.
+// matmulBatched(x [B,M,K] bf16, w [B,K,N] bf16 ND or FP8 ND|PACKED, outDtype) -> y [B,M,N]: one task per item.
 Napi::Value MatmulBatched(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorArg x = get_tensor(env, info[0], "x", DType::BF16, 3);
-  TensorArg w = get_tensor(env, info[1], "w", DType::BF16, 3);
+  const bool fp8 = info[1].IsObject() && info[1].As<Napi::Object>().Get("dtype").ToString().Utf8Value() == "float8_e4m3fn";
+  TensorArg w = fp8 ? get_fp8_weight(env, info[1], "w", 3) : get_tensor(env, info[1], "w", DType::BF16, 3);
   const std::string out = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "float32";
   if (out != "float32" && out != "bfloat16") throw_error(env, Code::Argument, "outDtype: expected float32 or bfloat16, got " + out);
   if (x.dim(0) != w.dim(0) || x.dim(2) != w.dim(1))
@@ -52,47 +58,116 @@ Napi::Value MatmulBatched(const Napi::CallbackInfo& info) {
   void* yp = nullptr;
   const DType odt = out == "float32" ? DType::F32 : DType::BF16;
   Napi::Object y = new_tensor(env, odt, {B, M, N}, &yp);
-  WeightView wv{w.ptr<const bf16_t>(), K, N, WeightFormat::ND};
+  const WeightView wv = w.weight();
+  const int64_t w_stride = fp8 ? fp8_bytes(wv.format, K, N) : K * N;
   GemmOut go{yp, N, odt == DType::F32 ? OutType::F32 : OutType::BF16, false};
-  if (!matmul_batched(B, x.ptr<const bf16_t>(), K, M * K, M, wv, K * N, go, M * N))
+  if (!matmul_batched(B, x.ptr<const bf16_t>(), K, M * K, M, wv, w_stride, go, M * N))
     throw_error(env, Code::Internal, "matmulBatched: inconsistent arguments");
   return y;
 }
 
-// packWeights(w [K,N] ND|NZ) -> {dtype, shape [K,N], format 'PACKED', data}
+// packWeights(w [K,N] bf16 ND|NZ, or FP8 NT|ND [K,N] / [items,K,N]) -> the same weight in the PACKED
+// layout (FP8: with per-panel block scales; 3-D: each item packed on its own, one after the other).
 Napi::Value PackWeights(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  if (info[0].IsObject() && info[0].As<Napi::Object>().Get("dtype").ToString().Utf8Value() == "float8_e4m3fn") {
+    const Napi::Value sh = info[0].As<Napi::Object>().Get("shape");
+    const int rank = sh.IsArray() && sh.As<Napi::Array>().Length() == 3 ? 3 : 2;
+    TensorArg w = get_fp8_weight(env, info[0], "w", rank);
+    const int64_t items = rank == 3 ? w.dim(0) : 1;
+    WeightView src = w.weight();
+    const int64_t K = src.K, N = src.N, in_bytes = fp8_bytes(src.format, K, N), in_scales = fp8_scales(src.format, K, N);
+    const int64_t out_bytes = fp8_packed_bytes(K, N), out_scales = fp8_scales(WeightFormat::Fp8Packed, K, N);
+    void* dst = nullptr;
+    void* sdst = nullptr;
+    Napi::Object out = new_tensor(env, DType::FP8, w.shape, &dst, "PACKED", items * out_bytes, /*large=*/true);
+    std::vector<int64_t> grid{packed_n(N) / 16, fp8_kblocks(K)};
+    if (rank == 3) grid.insert(grid.begin(), items);
+    out.Set("blockScale", new_tensor(env, DType::F32, grid, &sdst));
+    for (int64_t i = 0; i < items; ++i) {
+      WeightView wi = src;
+      wi.fp8 += i * in_bytes;
+      wi.scale += i * in_scales;
+      pack_fp8_weights(wi, static_cast<uint8_t*>(dst) + i * out_bytes, static_cast<float*>(sdst) + i * out_scales);
+    }
+    return out;
+  }
   TensorArg w = get_tensor(env, info[0], "w", DType::BF16, 2, true);
   void* dst = nullptr;
-  Napi::Object out = new_tensor(env, DType::BF16, w.shape, &dst, "PACKED", packed_elements(w.dim(0), w.dim(1)));
+  Napi::Object out =
+      new_tensor(env, DType::BF16, w.shape, &dst, "PACKED", packed_elements(w.dim(0), w.dim(1)), /*large=*/true);
   pack_weights(w.weight(), static_cast<bf16_t*>(dst));
   return out;
 }
 
-// probeRead(bytes, threads, reps) -> seconds for `reps` passes over a fresh buffer of `bytes`
+// probeRead(bytes, threads, reps) -> {bytes, passes: [seconds]}: after one warm-up pass, `reps`
+// passes over one large_alloc buffer, timed per 256 MiB segment (each thread reads its own part of
+// the segment, as the streaming kernels split a weight) so a time slice lost to another process
+// spoils one sample, not a whole pass. The buffer is read in order: a segment comes back only
+// after the whole buffer (several times the last-level cache) has gone by.
 Napi::Value ProbeRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
   const size_t bytes = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue());
-  const int threads = info[1].As<Napi::Number>().Int32Value();
-  const int reps = info[2].As<Napi::Number>().Int32Value();
-  std::vector<uint8_t> buf(bytes);
-  for (size_t i = 0; i < bytes; i += 4096) buf[i] = static_cast<uint8_t>(i);  // fault every page in
+  const int threads = std::max(1, info[1].As<Napi::Number>().Int32Value());
+  const int reps = std::max(1, info[2].As<Napi::Number>().Int32Value());
+  std::unique_ptr<uint8_t, void (*)(void*)> buf(static_cast<uint8_t*>(large_alloc(bytes)), large_free);
+  if (!buf) throw_error(env, Code::Internal, "probeRead: cannot allocate " + std::to_string(bytes) + " bytes");
+  std::memset(buf.get(), 1, bytes);  // fault every page in
   auto read_fn = DSA_DISPATCH(probe_read);
-  const size_t chunk = (bytes / threads) & ~size_t(255);
+  const size_t seg = std::min<size_t>(bytes, size_t(256) << 20) / (size_t(4096) * threads) * (size_t(4096) * threads);
+  const size_t segments = seg ? bytes / seg : 0;
+  if (segments == 0) throw_error(env, Code::Argument, "probeRead: bytes too small for " + std::to_string(threads) + " threads");
+  const size_t chunk = seg / threads;
   std::atomic<uint64_t> sink{0};
-  auto pass = [&] {
+  auto read_segment = [&](const uint8_t* p) {
     std::vector<std::thread> ts;
-    for (int t = 1; t < threads; ++t) ts.emplace_back([&, t] { sink ^= read_fn(buf.data() + t * chunk, chunk); });
-    sink ^= read_fn(buf.data(), chunk);
+    for (int t = 1; t < threads; ++t) ts.emplace_back([&, t] { sink ^= read_fn(p + t * chunk, chunk); });
+    sink ^= read_fn(p, chunk);
     for (auto& th : ts) th.join();
   };
-  pass();  // warm-up (page tables, frequency)
-  auto t0 = std::chrono::steady_clock::now();
-  for (int r = 0; r < reps; ++r) pass();
-  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  Napi::Object o = Napi::Object::New(info.Env());
-  o.Set("seconds", s);
-  o.Set("bytes", static_cast<double>(chunk) * threads * reps);
+  for (size_t k = 0; k < segments; ++k) read_segment(buf.get() + k * seg);  // warm-up (frequency, the TLB)
+  Napi::Array passes = Napi::Array::New(env, reps * segments);
+  uint32_t n = 0;
+  for (int r = 0; r < reps; ++r) {
+    for (size_t k = 0; k < segments; ++k) {
+      auto t0 = std::chrono::steady_clock::now();
+      read_segment(buf.get() + k * seg);
+      passes.Set(n++, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("bytes", static_cast<double>(seg));
+  o.Set("passes", passes);
   o.Set("sink", static_cast<double>(sink.load() & 1));
+  return o;
+}
+
+// allocateLarge(bytes) -> a zeroed ArrayBuffer from large_alloc (see large_alloc.h)
+Napi::Value AllocateLarge(const Napi::CallbackInfo& info) {
+  return large_array_buffer(info.Env(), static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue()));
+}
+
+// cpuIdentity() -> {vendor, brand, family, model, stepping, caches: [{level, type, bytes, sharedBy}], cacheSource}
+Napi::Value CpuIdentityJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CpuIdentity id = cpu_identity();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("vendor", id.vendor);
+  o.Set("brand", id.brand);
+  o.Set("family", id.family);
+  o.Set("model", id.model);
+  o.Set("stepping", id.stepping);
+  Napi::Array caches = Napi::Array::New(env, id.caches.size());
+  for (size_t i = 0; i < id.caches.size(); ++i) {
+    Napi::Object c = Napi::Object::New(env);
+    c.Set("level", id.caches[i].level);
+    c.Set("type", id.caches[i].type);
+    c.Set("bytes", static_cast<double>(id.caches[i].bytes));
+    c.Set("sharedBy", id.caches[i].shared_by);
+    caches.Set(static_cast<uint32_t>(i), c);
+  }
+  o.Set("caches", caches);
+  o.Set("cacheSource", id.cache_source);
   return o;
 }
 
@@ -129,6 +204,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("packWeights", Napi::Function::New(env, PackWeights));
   exports.Set("probeRead", Napi::Function::New(env, ProbeRead));
   exports.Set("probeDot", Napi::Function::New(env, ProbeDot));
+  exports.Set("allocateLarge", Napi::Function::New(env, AllocateLarge));
+  exports.Set("cpuIdentity", Napi::Function::New(env, CpuIdentityJs));
   exports.Set("activeIsa", Napi::Function::New(env, [](const Napi::CallbackInfo& i) -> Napi::Value {
                 return Napi::String::New(i.Env(), isa_name(active_isa()));
               }));
