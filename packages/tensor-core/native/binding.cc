@@ -13,6 +13,7 @@
 #include "dsa/large_alloc.h"
 #include "dsa/napi_tensor.h"
 #include "dsa/thread_pool.h"
+#include "dequant.h"
 #include "machine.h"
 #include "probe.h"
 
@@ -197,6 +198,53 @@ Napi::Value ProbeDot(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// A typed array argument of the given type: its data pointer and element count.
+template <class T>
+T* typed_array(Napi::Env env, Napi::Value v, napi_typedarray_type type, const char* name, int64_t* length) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    throw_error(env, Code::Dtype, std::string(name) + ": expected a typed array of the right type");
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  *length = static_cast<int64_t>(ta.ElementLength());
+  return reinterpret_cast<T*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+}
+
+int64_t int_arg(Napi::Env env, Napi::Value v, const char* name, int64_t lo) {
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
+  if (!(d >= static_cast<double>(lo)) || d > 9.0e15 || d != static_cast<double>(static_cast<int64_t>(d)))
+    throw_error(env, Code::Argument, std::string(name) + ": expected an integer >= " + std::to_string(lo));
+  return static_cast<int64_t>(d);
+}
+
+// e4m3RowsToBf16(src u8, row0, rows, cols, scale f32, blockRows, blockCols, dst u16, offset, ld, transposed)
+// Every index the kernel will touch is checked against the arrays first.
+Napi::Value E4m3RowsToBf16(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t src_len = 0, scale_len = 0, dst_len = 0;
+  E4m3Rows a{};
+  a.src = typed_array<const uint8_t>(env, info[0], napi_uint8_array, "src", &src_len);
+  a.row0 = int_arg(env, info[1], "row0", 0);
+  a.rows = int_arg(env, info[2], "rows", 0);
+  a.cols = int_arg(env, info[3], "cols", 0);
+  a.scale = typed_array<const float>(env, info[4], napi_float32_array, "scale", &scale_len);
+  a.block_rows = int_arg(env, info[5], "blockRows", 1);
+  a.block_cols = int_arg(env, info[6], "blockCols", 1);
+  uint16_t* dst = typed_array<uint16_t>(env, info[7], napi_uint16_array, "dst", &dst_len);
+  const int64_t offset = int_arg(env, info[8], "offset", 0);
+  a.ld = int_arg(env, info[9], "ld", 0);
+  a.transposed = info[10].ToBoolean().Value();
+  if (a.rows == 0 || a.cols == 0) return env.Undefined();
+  // Divisions instead of products: no overflow whatever the arguments.
+  if (a.cols > src_len / a.rows) throw_error(env, Code::Shape, "src: fewer bytes than rows × cols");
+  const int64_t scale_cols = (a.cols + a.block_cols - 1) / a.block_cols;
+  if ((a.row0 + a.rows - 1) / a.block_rows + 1 > scale_len / scale_cols) throw_error(env, Code::Shape, "scale: too few block scales for these rows");
+  const int64_t inner = a.transposed ? a.rows : a.cols, outer = a.transposed ? a.cols : a.rows;
+  if (a.ld < inner || offset > dst_len || inner > dst_len - offset || outer - 1 > (dst_len - offset - inner) / a.ld)
+    throw_error(env, Code::Shape, "dst: the target range does not fit");
+  a.dst = dst + offset;
+  e4m3_rows_to_bf16(a);
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_common(env, exports, DSA_ADDON_VERSION);
   exports.Set("matmul", Napi::Function::New(env, Matmul));
@@ -204,6 +252,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("packWeights", Napi::Function::New(env, PackWeights));
   exports.Set("probeRead", Napi::Function::New(env, ProbeRead));
   exports.Set("probeDot", Napi::Function::New(env, ProbeDot));
+  exports.Set("e4m3RowsToBf16", Napi::Function::New(env, E4m3RowsToBf16));
   exports.Set("allocateLarge", Napi::Function::New(env, AllocateLarge));
   exports.Set("cpuIdentity", Napi::Function::New(env, CpuIdentityJs));
   exports.Set("activeIsa", Napi::Function::New(env, [](const Napi::CallbackInfo& i) -> Napi::Value {

@@ -7,7 +7,7 @@ export {
 export { toNZ, fromNZ, NZ_C0 } from './nz.js';
 export {
   E4M3_MAX, FP8_BLOCK, E4M3_VALUES, e4m3ToFloat, floatToE4m3, ue8m0Scale, quantizeGroupE4m3, hadamardRotate,
-  dequantizeBlocks, dequantizeFp8Weight, e4m3Bf16Table, fp8PackedBytes, fp8PackedOffset, type Fp8Weight,
+  dequantizeBlocks, dequantizeFp8Weight, fp8PackedBytes, fp8PackedOffset, type Fp8Weight,
 } from './fp8.js';
 export { checkWeight, fp8ScaleGrid, isFp8Weight, type Weight, type WeightRule } from './weights.js';
 export { Rng } from './random.js';

@@ -9,6 +9,8 @@ export interface CoreAddon extends ConfigurableAddon {
   probeRead(bytes: number, threads: number, reps: number): { bytes: number; passes: number[] };
   probeDot(iters: number, threads: number): { seconds: number; flops: number };
   activeIsa(): string;
+  e4m3RowsToBf16(src: Uint8Array, row0: number, rows: number, cols: number, scale: Float32Array, blockRows: number, blockCols: number,
+    dst: Uint16Array, offset: number, ld: number, transposed: boolean): void;
   allocateLarge(bytes: number): ArrayBuffer;
   cpuIdentity(): {
     vendor: string; brand: string; family: number; model: number; stepping: number; cacheSource: string;
