@@ -50,23 +50,26 @@ lines.push(`Machine: ${m.cpuModel}${m.cpuBrand && m.cpuBrand !== m.cpuModel ? ` 
   `ISA ${m.isa}; ${gb(m.memoryBytes)} GiB RAM; transparent huge pages: ${m.transparentHugePages || 'n/a'}; ${m.os}; Node ${m.node}.`);
 const loads = runs.map((r) => r.loadAverage?.start).filter((v) => v !== undefined);
 lines.push('');
-lines.push(`Run: ${runs.map((r) => r.date).sort()[0]?.slice(0, 16).replace('T', ' ')} UTC; ` +
-  (Number.isFinite(started) ? `\`pnpm bench\` took ${((Date.now() - started) / 60e3).toFixed(1)} min (build excluded); ` : '') +
-  `load average at the start of each benchmark ${loads.map((v) => v.toFixed(1)).join(', ')} ` +
-  `(on ${m.logicalCpus} CPUs; above ~0.5 other work shared the cores and every figure is low).`);
+const firstStart = Math.min(...runs.map((r) => Date.parse(r.date) - r.seconds * 1e3));
+const lastEnd = Math.max(...runs.map((r) => Date.parse(r.date)));
+const begin = Number.isFinite(started) ? started : firstStart;
+lines.push(`Run: ${new Date(begin).toISOString().slice(0, 16).replace('T', ' ')} UTC; the benchmarks took ${((lastEnd - begin) / 60e3).toFixed(1)} min ` +
+  `(build excluded); load average at the start of each benchmark ${loads.map((v) => v.toFixed(1)).join(', ')} ` +
+  `(on ${m.logicalCpus} CPUs; above ~0.5 other work shared the cores: times run long and probes low, so fractions of the ceilings can land on either side, even above 100%; rerun on a quiet machine).`);
 lines.push('');
 lines.push('Every figure is a median (with min/max in the JSON) and a fraction of the ceilings that the same benchmark measured ' +
   'in the same run (best of its probes before and after the cases). Read ceiling: AVX-512 streaming read of a 2 MiB-aligned, ' +
   'huge-page-advised buffer of 4× the last-level cache; dot peak: vdpbf16ps with 24 independent accumulators per thread. ' +
   'Working sets (weights and caches) rotate over at least the factor of the last-level cache listed below.');
 lines.push('');
-lines.push('| benchmark | read GB/s, 1 thread | read GB/s, 2 threads | bf16 dot GFLOP/s, 1 thread | bf16 dot GFLOP/s, 2 threads | threads used | working sets / LLC | quick |');
-lines.push('|---|---|---|---|---|---|---|---|');
+lines.push('| benchmark | read GB/s, 1 thread | read GB/s, 2 threads | bf16 dot GFLOP/s, 1 thread | bf16 dot GFLOP/s, 2 threads | threads used | working sets / LLC | quick | run time |');
+lines.push('|---|---|---|---|---|---|---|---|---|');
 for (const r of runs) {
   const c = r.ceilings ?? {};
   const ws = (r.workingSets ?? []).map((w) => w.totalBytes / w.llcBytes);
-  const wsText = ws.length === 0 ? '–' : `${Math.min(...ws).toFixed(2)}–${Math.max(...ws).toFixed(2)}×${ws.some((v) => v <= 1) ? ' (some fit: see JSON)' : ''}`;
-  lines.push(`| ${r.name} | ${f1(c[1]?.readGBs)} | ${f1(c[2]?.readGBs)} | ${f0(c[1]?.bf16Gflops)} | ${f0(c[2]?.bf16Gflops)} | ${r.options.threads} | ${wsText} | ${r.options.quick ? 'yes' : 'no'} |`);
+  const lo = Math.min(...ws).toFixed(2), hi = Math.max(...ws).toFixed(2);
+  const wsText = ws.length === 0 ? '–' : `${lo === hi ? lo : `${lo}–${hi}`}×${ws.some((v) => v <= 1) ? ' (some fit: see JSON)' : ''}`;
+  lines.push(`| ${r.name} | ${f1(c[1]?.readGBs)} | ${f1(c[2]?.readGBs)} | ${f0(c[1]?.bf16Gflops)} | ${f0(c[2]?.bf16Gflops)} | ${r.options.threads} | ${wsText} | ${r.options.quick ? 'yes' : 'no'} | ${(r.seconds / 60).toFixed(1)} min |`);
 }
 lines.push('');
 lines.push('| what | figure (median) |');

@@ -1,21 +1,23 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { freemem } from 'node:os';
-import { Rng } from '@dsa/tensor-core';
+import { DsaError, ErrorCode, Rng } from '@dsa/tensor-core';
 import { benchDir, BenchRun, msStats, rotationCount, stats } from '@dsa/tensor-core/bench';
 import { PagedCacheManager } from './cache-manager.js';
 import { fmt, pct, threadsFlag, type CliValues } from './cli-options.js';
 import { sparseAttention } from './index.js';
 import type { LayerWeights, StepInputs } from './inputs.js';
 import { DsaLayer, type LayerTimes } from './layer.js';
-import { callCost, DEEPSEEK_V32, fillHistory, randomLayerWeights, randomTokens, weightBytes, type ModelDims } from './model.js';
+import {
+  callCost, DEEPSEEK_V32, fillHistory, randomFp8LayerWeights, randomLayerWeights, randomTokens, weightBytes, type ModelDims, type WeightDtype,
+} from './model.js';
 import { Progress } from './progress.js';
 
 const STAGES = ['projections', 'mlaProlog', 'indexerProlog', 'lightningIndexer', 'sparseFlashAttention'] as const;
 const CHAIN_STAGES = ['mlaProlog', 'indexerProlog', 'lightningIndexer', 'sparseFlashAttention'] as const;
 
 interface Row {
-  name: string; b: number; s1: number; acts: number[]; mode: string;
+  name: string; b: number; s1: number; acts: number[]; mode: string; weights: WeightDtype;
   /** Median, min and max ms per call, and the number of timed calls. */
   ms: number; minMs: number; maxMs: number; reps: number;
   /** Layers rotated (each with its own caches), bytes one call reads, their product against the LLC. */
@@ -30,13 +32,13 @@ interface Runner {
 }
 
 /** Bytes one call must read: the weights, the indexer's keys, the selected KV rows. */
-function perCallBytes(d: ModelDims, acts: number[], s1: number): number {
+function perCallBytes(d: ModelDims, acts: number[], s1: number, dtype: WeightDtype): number {
   let keys = 0, rows = 0;
   for (const a of acts) {
     keys += a * d.idxDim * 2;
     rows += s1 * Math.min(a, d.topk) * (d.kvLora + d.rope) * 2;
   }
-  return weightBytes(d) + keys + rows;
+  return weightBytes(d, dtype) + keys + rows;
 }
 
 /** Cache bytes of one manager holding `acts`. */
@@ -51,10 +53,10 @@ function cacheBytes(d: ModelDims, acts: number[]): number {
  * own cache manager with the same random history, so no call finds the previous call's caches in
  * the last-level cache.
  */
-function measure(run: BenchRun, runners: Runner[], name: string, acts: number[], s1: number, mode: string, minMs: number): Row {
+function measure(run: BenchRun, runners: Runner[], name: string, acts: number[], s1: number, mode: string, minMs: number, dtype: WeightDtype): Row {
   const d = DEEPSEEK_V32;
   const llcFactor = run.options.llcFactor as number;
-  const perCall = perCallBytes(d, acts, s1);
+  const perCall = perCallBytes(d, acts, s1, dtype);
   const memoryCap = Math.max(1, Math.floor(freemem() / 4 / cacheBytes(d, acts)));
   const pairs = Math.min(runners.length, memoryCap, rotationCount(perCall, { factor: llcFactor }));
   const blocksPerSeq = Math.ceil(Math.max(...acts) / d.blockSize);
@@ -90,7 +92,7 @@ function measure(run: BenchRun, runners: Runner[], name: string, acts: number[],
   const stages = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / times.length]));
   const rotated = pairs * perCall;
   return {
-    name, b: acts.length, s1, acts, mode, ms: st.median, minMs: st.min, maxMs: st.max, reps: st.n,
+    name, b: acts.length, s1, acts, mode, weights: dtype, ms: st.median, minMs: st.min, maxMs: st.max, reps: st.n,
     pairs, perCallMB: perCall / 1e6, rotatedMB: rotated / 1e6, exceedsLlc: rotated > run.machine.llcBytes,
     floorMs: NaN, floorFraction: NaN, stages,
   };
@@ -98,6 +100,19 @@ function measure(run: BenchRun, runners: Runner[], name: string, acts: number[],
 
 function copyWeights(w: LayerWeights): LayerWeights {
   return Object.fromEntries(Object.entries(w).map(([k, t]) => [k, { ...t, data: t.data.slice() }])) as unknown as LayerWeights;
+}
+
+/** The median round of alternating rounds, with the min/max over all of them. */
+function medianRound(rs: Row[], name: string): Row {
+  const mid = [...rs].sort((a, b) => a.ms - b.ms)[rs.length >> 1]!;
+  const all = rs.flatMap((r) => [r.minMs, r.maxMs]);
+  return { ...mid, name, minMs: Math.min(...all), maxMs: Math.max(...all), reps: rs.reduce((s, r) => s + r.reps, 0) };
+}
+
+function weightsFlag(values: CliValues): WeightDtype {
+  const v = (values.weights as string | undefined) ?? 'bf16';
+  if (v !== 'bf16' && v !== 'fp8') throw new DsaError(ErrorCode.ARGUMENT, `--weights: expected bf16 or fp8, got ${JSON.stringify(v)}`, 'weights');
+  return v;
 }
 
 function svgChart(series: { label: string; color: string; points: [number, number][]; dashed?: boolean }[]): string {
@@ -128,6 +143,7 @@ function svgChart(series: { label: string; color: string; points: [number, numbe
 /** `dsa bench`: the whole operator at DeepSeek-V3.2 size (the stages have their own benchmarks). */
 export async function runBench(values: CliValues): Promise<number> {
   const threads = threadsFlag(values);
+  const dtype = weightsFlag(values);
   const quick = values.quick === true || process.env.DSA_BENCH_QUICK === '1';
   const d = DEEPSEEK_V32;
   const cases: [string, number[], number][] = [
@@ -139,18 +155,18 @@ export async function runBench(values: CliValues): Promise<number> {
     ['MTP s1=2 b=4 mixed', [768, 4097, 8192, 131071], 2],
   ];
   const options = {
-    threads, quick, llcFactor: Number(process.env.DSA_BENCH_LLC_FACTOR ?? (quick ? 1.25 : 2)),
+    threads, quick, weights: dtype, llcFactor: Number(process.env.DSA_BENCH_LLC_FACTOR ?? (quick ? 1.25 : 2)),
     minMs: quick ? 300 : 1500, rounds: quick ? 3 : 7, contexts: quick ? [4096, 32768, 131072] : [4096, 8192, 16384, 32768, 65536, 131072],
     cases: cases.map((c) => c[0]),
     json: (values.json as string | undefined) ?? null, svg: (values.svg as string | undefined) ?? join(benchDir(), 'decode.svg'),
   };
   const run = new BenchRun('fused', options);
   run.probe('before');
-  const wp = new Progress('weights ', 11);
-  const weights = randomLayerWeights(d, 7, (i) => wp.update(i));
+  const wp = new Progress('weights ', dtype === 'fp8' ? 6 : 11);
+  const weights = dtype === 'fp8' ? randomFp8LayerWeights(d, 7, (i) => wp.update(i)) : randomLayerWeights(d, 7, (i) => wp.update(i));
   // Enough prepared layers that their weights alone exceed llcFactor x the LLC.
-  const nLayers = rotationCount(weightBytes(d), { factor: options.llcFactor });
-  run.workingSet('prepared layers (weights)', weightBytes(d), nLayers);
+  const nLayers = rotationCount(weightBytes(d, dtype), { factor: options.llcFactor });
+  run.workingSet(`prepared layers (${dtype} weights)`, weightBytes(d, dtype), nLayers);
   const layers = Array.from({ length: nLayers }, () => new DsaLayer(weights, { topk: d.topk }));
 
   const rows: Row[] = [];
@@ -163,7 +179,7 @@ export async function runBench(values: CliValues): Promise<number> {
       STAGES.map((s) => (r.stages[s] === undefined ? '-' : fmt(r.stages[s]!, 2)).padStart(10)).join(' '));
   };
   for (const [name, acts, s1] of cases) {
-    const r = measure(run, layers, name, acts, s1, 'fused', options.minMs);
+    const r = measure(run, layers, name, acts, s1, 'fused', options.minMs, dtype);
     rows.push(r);
     print(r);
   }
@@ -173,7 +189,7 @@ export async function runBench(values: CliValues): Promise<number> {
   let n = 0;
   for (const ctx of options.contexts) {
     for (const b of [1, 4]) {
-      rows.push(measure(run, layers, `chart b=${b} ${ctx}`, Array(b).fill(ctx), 1, 'fused', options.minMs / 3));
+      rows.push(measure(run, layers, `chart b=${b} ${ctx}`, Array(b).fill(ctx), 1, 'fused', options.minMs / 3, dtype));
       cp.update(++n);
     }
   }
@@ -188,31 +204,52 @@ export async function runBench(values: CliValues): Promise<number> {
   const contenders: [string, Runner[]][] = [['fused', layers], ['chain', chainLayers], ['chainNZ', plain]];
   const rounds: Row[][] = contenders.map(() => []);
   for (let round = 0; round < options.rounds; round++) {
-    contenders.forEach(([mode, runners], i) => rounds[i]!.push(measure(run, runners, 'decode b=1 4K', [4096], 1, mode, options.minMs / 3)));
+    contenders.forEach(([mode, runners], i) => rounds[i]!.push(measure(run, runners, 'decode b=1 4K', [4096], 1, mode, options.minMs / 3, dtype)));
   }
   chainLayers.forEach((l) => l.dispose());
-  layers.forEach((l) => l.dispose());
-  const cmp = rounds.map((rs) => {
-    const mid = [...rs].sort((a, b) => a.ms - b.ms)[rs.length >> 1]!;
-    const all = rs.flatMap((r) => [r.minMs, r.maxMs]);
-    return { ...mid, name: 'fused vs chain b=1 4K', minMs: Math.min(...all), maxMs: Math.max(...all), reps: rs.reduce((s, r) => s + r.reps, 0) };
-  });
+  const cmp = rounds.map((rs) => medianRound(rs, 'fused vs chain b=1 4K'));
   for (const r of cmp) {
     rows.push(r);
     print(r);
   }
 
+  // FP8 weights against bf16 ones (the same model), fused, in alternating rounds: decode b=1 at 4K
+  // and 128K, and a 1024-token prefill.
+  const dtypeCmp: { name: string; bf16: Row; fp8: Row }[] = [];
+  if (dtype === 'fp8') {
+    const bfWeights = randomLayerWeights(d, 7);
+    const nBf = rotationCount(weightBytes(d), { factor: options.llcFactor });
+    run.workingSet('prepared layers (bf16 weights, FP8 comparison)', weightBytes(d), nBf);
+    const bfLayers = Array.from({ length: nBf }, () => new DsaLayer(bfWeights, { topk: d.topk }));
+    const cmpCases: [string, number[], number][] = [['decode b=1 4K', [4096], 1], ['decode b=1 128K', [131072], 1], ['prefill 1024', [1024], 1024]];
+    for (const [name, acts, s1] of cmpCases) {
+      const rs: [Row[], Row[]] = [[], []];
+      for (let round = 0; round < options.rounds; round++) {
+        rs[0].push(measure(run, bfLayers, name, acts, s1, 'fused', options.minMs / 3, 'bf16'));
+        rs[1].push(measure(run, layers, name, acts, s1, 'fused', options.minMs / 3, 'fp8'));
+      }
+      const pair = { name, bf16: medianRound(rs[0], `bf16 vs fp8: ${name}`), fp8: medianRound(rs[1], `bf16 vs fp8: ${name}`) };
+      dtypeCmp.push(pair);
+      for (const r of [pair.bf16, pair.fp8]) {
+        rows.push(r);
+        print({ ...r, mode: r.weights });
+      }
+    }
+    bfLayers.forEach((l) => l.dispose());
+  }
+  layers.forEach((l) => l.dispose());
+
   run.probe('after');
   const ceil = run.ceilings();
   for (const r of rows) {
-    r.floorMs = callCost(d, r.acts, r.s1, ceil).floorMs;
+    r.floorMs = callCost(d, r.acts, r.s1, ceil, 3, r.weights).floorMs;
     r.floorFraction = r.floorMs / r.ms;
     run.row({ ...r });
   }
   console.log(`\nceilings used (best of this run, ${threads} threads): read ${fmt(ceil.readGBs)} GB/s, bf16 dot ${fmt(ceil.bf16Gflops, 0)} GFLOP/s. ` +
     'floor = weights once at the read ceiling + indexer and attention FLOPs at the dot peak');
   for (const r of rows.filter((x) => !x.name.startsWith('chart'))) {
-    console.log(`${r.name.padEnd(22)} ${r.mode.padEnd(7)} median ${fmt(r.ms, 2).padStart(7)} ms  floor ${fmt(r.floorMs, 2).padStart(6)} ms  = ${fmt(r.ms / r.floorMs, 2)}x the floor (${pct(r.floorFraction)} of the ceiling)`);
+    console.log(`${r.name.padEnd(22)} ${(r.weights === 'fp8' ? `${r.mode}/fp8` : r.mode).padEnd(10)} median ${fmt(r.ms, 2).padStart(7)} ms  floor ${fmt(r.floorMs, 2).padStart(6)} ms  = ${fmt(r.ms / r.floorMs, 2)}x the floor (${pct(r.floorFraction)} of the ceiling)`);
   }
   const [fusedCmp, chain, chainNz] = cmp;
   console.log(`fused is ${pct(1 - fusedCmp!.ms / chain!.ms)} faster than chain with prepared weights, ${pct(1 - fusedCmp!.ms / chainNz!.ms)} faster than chain on the NZ weights as given, at b=1, 4K (medians of ${options.rounds} alternating rounds)`);
@@ -225,6 +262,11 @@ export async function runBench(values: CliValues): Promise<number> {
   }
   run.summarize('fused vs chain, decode b=1 at 4K (alternating rounds)',
     `fused ${fmt(fusedCmp!.ms, 2)} ms; chain ${fmt(chain!.ms, 2)} ms (prepared weights), ${fmt(chainNz!.ms, 2)} ms (NZ weights as given)`);
+  for (const c of dtypeCmp) {
+    run.summarize(`FP8 vs bf16 weights (fused, alternating rounds), ${c.name}`,
+      `fp8 ${fmt(c.fp8.ms, 2)} ms, bf16 ${fmt(c.bf16.ms, 2)} ms: ${fmt(c.bf16.ms / c.fp8.ms, 2)}× faster; ` +
+      `floor with weights at 1 byte ${fmt(c.fp8.floorMs, 2)} ms (${pct(c.fp8.floorFraction)} of it reached; bf16 floor ${fmt(c.bf16.floorMs, 2)} ms)`);
+  }
   run.write(options.json ?? undefined);
 
   const curve = (b: number, key: 'ms' | 'floorMs'): [number, number][] =>

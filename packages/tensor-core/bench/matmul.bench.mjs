@@ -60,6 +60,41 @@ for (const [K, N] of GEMV_SHAPES) {
       x: rng.uniformTensor([heads, M, 128]), call: (x, i) => matmulBatched(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
   }
 }
+// FP8 e4m3 weights with one fp32 scale per 128x128 block (the checkpoint's form), prepared once by
+// packWeights: bytes counted are the FP8 bytes plus the scales.
+for (const [K, N] of GEMV_SHAPES) {
+  const w = packWeights(rng.fp8Weight([K, N], 'NT'));
+  const bytes = w.data.length + w.blockScale.data.length * 4;
+  const n = rotationCount(bytes, { factor: options.llcFactor });
+  run.workingSet(`[${K},${N}] FP8 PACKED`, bytes, n);
+  const ws = Array.from({ length: n }, (_, i) => (i === 0 ? w : packWeights(rng.fp8Weight([K, N], 'NT'))));
+  for (const M of options.gemvM) {
+    measure({ kind: 'gemv', shape: `[${K},${N}]`, M, layout: 'FP8', bound: 'read', bytes: bytes + M * K * 2 + M * N * 4, flops: 2 * M * K * N,
+      x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length]) });
+  }
+}
+{
+  const heads = 128;
+  const w = packWeights(rng.fp8Weight([heads, 128, 512], 'ND'));
+  const bytes = w.data.length + w.blockScale.data.length * 4;
+  const ws = copiesOf(w, bytes, 'W_UK 128x[128,512] FP8 PACKED');
+  for (const M of options.gemvM) {
+    measure({ kind: 'gemv', shape: '128x[128,512] W_UK', M, layout: 'FP8', bound: 'read', bytes, flops: 2 * M * 128 * 512 * heads,
+      x: rng.uniformTensor([heads, M, 128]), call: (x, i) => matmulBatched(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
+  }
+}
+for (const [K, N] of [[7168, 1536], [1536, 24576]]) {
+  // Power-of-two block scales (DeepSeek's ue8m0) fold into the bf16 panel; others apply per 128-k block.
+  for (const pow2 of [true, false]) {
+    const w = packWeights(rng.fp8Weight([K, N], 'NT', { pow2 }));
+    const bytes = w.data.length + w.blockScale.data.length * 4;
+    const ws = copiesOf(w, bytes, `[${K},${N}] FP8 PACKED (GEMM${pow2 ? ', pow2 scales' : ''})`);
+    for (const M of options.gemmM) {
+      measure({ kind: 'gemm', shape: `[${K},${N}]`, M, layout: pow2 ? 'FP8p2' : 'FP8', bound: 'dot', bytes: bytes + M * K * 2 + M * N * 2,
+        flops: 2 * M * K * N, x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
+    }
+  }
+}
 for (const [K, N] of [[7168, 1536], [1536, 24576]]) {
   const w = rng.uniformTensor([K, N], -0.1, 0.1);
   const bytes = K * N * 2;
@@ -97,7 +132,19 @@ run.summarize('bf16 GEMV M = 1, PACKED, shapes [7168,1536] [1536,24576] [1536,81
   `${range(pick((r) => r.kind === 'gemv' && r.M === 1 && r.layout === 'PACKED' && big(r)))} of the read ceiling`);
 run.summarize('bf16 GEMV M = 1, NZ (as given), same shapes',
   `${range(pick((r) => r.kind === 'gemv' && r.M === 1 && r.layout === 'NZ' && big(r)))} of the read ceiling`);
-run.summarize('W_UK batched GEMV 128 × [128,512], M = 1', `${range(pick((r) => r.shape.includes('W_UK') && r.M === 1))} of the read ceiling`);
+run.summarize('W_UK batched GEMV 128 × [128,512], M = 1', `${range(pick((r) => r.shape.includes('W_UK') && r.M === 1 && r.layout === 'ND'))} of the read ceiling`);
+const fp8Gemv = (r) => r.kind === 'gemv' && r.M === 1 && r.layout === 'FP8';
+run.summarize('FP8 GEMV M = 1, PACKED, shapes [7168,1536] [1536,24576] [7168,576] [1536,8192] [7168,128] and W_UK (FP8 bytes + scales)',
+  `${range(pick((r) => fp8Gemv(r) && r.shape !== '[7168,64]'))} of the read ceiling`);
+const speedups = pick(fp8Gemv).map((r) => {
+  const b = run.rows.find((q) => q.kind === 'gemv' && q.M === 1 && q.shape === r.shape && (q.layout === 'PACKED' || (q.layout === 'ND' && r.shape.includes('W_UK'))));
+  return b ? `${r.shape} ${(b.medianMs / r.medianMs).toFixed(2)}x` : undefined;
+}).filter(Boolean);
+run.summarize('FP8 vs bf16 GEMV M = 1 (time ratio, same run)', speedups.join(', '));
+for (const M of options.gemmM.filter((m) => m >= 256)) {
+  run.summarize(`FP8 GEMM M = ${M}, [7168,1536] and [1536,24576] (pow2 scales / other scales)`,
+    `${range(pick((r) => r.kind === 'gemm' && r.M === M && r.layout === 'FP8p2'))} / ${range(pick((r) => r.kind === 'gemm' && r.M === M && r.layout === 'FP8'))} of the bf16 dot peak`);
+}
 for (const M of options.gemmM.filter((m) => m >= 256)) {
   run.summarize(`bf16 GEMM M = ${M}, PACKED, [7168,1536] and [1536,24576]`,
     `${range(pick((r) => r.kind === 'gemm' && r.M === M && r.layout === 'PACKED'))} of the bf16 dot peak`);
