@@ -10,6 +10,7 @@ export { PagedCacheManager, type PagedCacheConfig, type StepPlan } from './cache
 export type { LayerWeights, StepInputs, SparseAttentionInputs, OperatorDims } from './inputs.js';
 export type { OperatorResult, StageTimes } from './chain.js';
 export { nativeAddon } from './native.js';
+export { versions, type Versions } from './versions.js';
 
 const WEIGHT_KEYS = ['wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv', 'wIdxQb', 'wIdxK', 'wIdxProj', 'inGammaK', 'inBetaK'] as const;
 const STEP_KEYS = ['x', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache', 'blockTable', 'actSeqs', 'indexKCache'] as const;
