@@ -73,7 +73,7 @@ for (const dir of dirs) {
       if (version !== pkg.version) fail(`${where} reports version ${version}, package.json says ${pkg.version}`);
       if (pkg.name === '@dsa/fused') {
         const stages = sectionString(file, '.dsa_stage_versions') ?? '';
-        for (const entry of stages.split(';').filter(Boolean)) {
+        for (const entry of stages.split(',').filter(Boolean)) {
           const [stage, v] = entry.split('=');
           const pin = String(pkg.dependencies?.[`@dsa/${stage}`] ?? '').replace(/^workspace:/, '');
           if (pin !== v) fail(`${where} was compiled from @dsa/${stage} ${v}, package.json pins "${pin}" (must be that exact version)`);

@@ -80,7 +80,7 @@ dsa_version() { cd "$WORK/all" && npx dsa --version; }
 # Without prebuilds or a build, the error says how to fix it in a user's project.
 missing_binary_message() {
   cd "$WORK/indexer" && rm -rf node_modules/@dsa/*/prebuilds &&
-    node -e 'import("@dsa/lightning-indexer").then((m) => m.lightningIndexer({})).catch((e) => { console.log(e.message); })' >msg.txt 2>&1
+    node -e 'import("@dsa/lightning-indexer").then((m) => m.nativeAddon()).catch((e) => { console.log(e.code, e.message); })' >msg.txt 2>&1
   cat msg.txt
   grep -q 'npm rebuild @dsa/lightning-indexer --build-from-source' msg.txt && grep -q DSA_ADDON_LIGHTNING_INDEXER msg.txt
 }

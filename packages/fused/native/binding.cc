@@ -213,7 +213,7 @@ extern "C" __attribute__((used, section(".dsa_stage_versions"))) const char dsa_
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_common(env, exports, DSA_ADDON_VERSION);
-  // "mla-prolog=0.1.0;indexer-prolog=0.1.0;...": the stage sources this addon was compiled from.
+  // "mla-prolog=0.1.0,indexer-prolog=0.1.0,...": the stage sources this addon was compiled from.
   exports.Set("stageVersions", Napi::String::New(env, DSA_STAGE_VERSIONS));
   exports.Set("Layer", Layer::Define(env));
   return exports;

@@ -22,7 +22,7 @@ function packageVersion(name: string): string {
 export function versions(): Versions {
   const addon = nativeAddon();
   const fusedKernels: Record<string, string> = {};
-  for (const entry of addon.stageVersions.split(';').filter(Boolean)) {
+  for (const entry of addon.stageVersions.split(',').filter(Boolean)) {
     const [stage, version] = entry.split('=') as [string, string];
     fusedKernels[`@dsa/${stage}`] = version;
   }
