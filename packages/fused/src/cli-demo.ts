@@ -1,38 +1,110 @@
-import { activeIsa, clone, compareBf16, measureCeilings, Rng, toFloat32 } from '@dsa/tensor-core';
+import { activeIsa, clone, compareBf16, DsaError, ErrorCode, measureCeilings, Rng, toFloat32, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
 import { PagedCacheManager } from './cache-manager.js';
+import { openCheckpoint, type Checkpoint } from './checkpoint.js';
 import { fmt, intFlag, pct, presetFlag, threadsFlag, type CliValues } from './cli-options.js';
+import type { LayerWeights } from './inputs.js';
 import { DsaLayer, type LayerTimes } from './layer.js';
-import { callCost, DEEPSEEK_V32, fillHistory, randomLayerWeights, randomTokens, weightBytes } from './model.js';
-import { presets } from './presets.js';
+import { callCost, DEEPSEEK_V32, fillHistory, randomLayerWeights, randomTokens, uniformBf16, weightBytes, type ModelDims } from './model.js';
+import { presets, type SparseAttentionOptions } from './presets.js';
 import { Progress } from './progress.js';
 
 const STAGES = ['projections', 'mlaProlog', 'indexerProlog', 'lightningIndexer', 'sparseFlashAttention'] as const;
 
+/** Where the demo's layer comes from: seeded random weights, or a checkpoint's layer. */
+interface LayerSource {
+  d: ModelDims;
+  title: string;
+  options: SparseAttentionOptions;
+  weights(): Promise<LayerWeights>;
+  /** x, sin, cos for the s1 new tokens of each sequence (positions from actSeqs). */
+  tokens(b: number, s1: number, actSeqs: I32Tensor, rng: Rng): { x: Bf16Tensor; sin: Bf16Tensor; cos: Bf16Tensor };
+  close(): Promise<void>;
+}
+
+function randomSource(values: CliValues, seed: number): LayerSource {
+  const d = DEEPSEEK_V32;
+  const presetName = presetFlag(values);
+  return {
+    d,
+    title: `DeepSeek-V3.2 layer with seeded random weights, preset ${presetName}`,
+    options: presets[presetName],
+    weights: async () => {
+      const wp = new Progress('weights ', 11);
+      return randomLayerWeights(d, seed, (i) => wp.update(i));
+    },
+    tokens: (b, s1, _act, rng) => randomTokens(d, b, s1, rng),
+    close: async () => undefined,
+  };
+}
+
+async function checkpointSource(values: CliValues, dir: string): Promise<LayerSource> {
+  if (values.preset !== undefined) throw new DsaError(ErrorCode.ARGUMENT, '--preset: not used with --checkpoint (the options come from the checkpoint\'s config.json)', 'preset');
+  const ckpt: Checkpoint = await openCheckpoint(dir);
+  try {
+    const layer = intFlag(values, 'layer', 0, 0, ckpt.layerCount - 1);
+    const c = ckpt.config;
+    const d: ModelDims = {
+      h: c.hiddenSize, qLora: c.qLoraRank, n: c.numAttentionHeads, qkNope: c.qkNopeHeadDim, kvLora: c.kvLoraRank, rope: c.qkRopeHeadDim,
+      idxHeads: c.indexNHeads, idxDim: c.indexHeadDim, topk: c.indexTopk, blockSize: 128,
+    };
+    return {
+      d,
+      title: `layer ${layer} of ${dir} (random token embeddings as x, YaRN RoPE tables at each token's position), options from its config.json`,
+      options: ckpt.options,
+      weights: async () => {
+        const lp = new Progress('weights ', 100, '%');
+        const t0 = performance.now();
+        const w = await ckpt.layerWeights(layer, { onProgress: (p) => lp.update(Math.floor((100 * p.done) / p.total)) });
+        lp.update(100);
+        console.log(`  loaded layer ${layer} from ${ckpt.files.length} shard file(s) in ${fmt((performance.now() - t0) / 1e3, 2)} s`);
+        return w;
+      },
+      tokens: (b, s1, act, rng) => {
+        const positions = Int32Array.from({ length: b * s1 }, (_, t) => act.data[Math.floor(t / s1)]! - s1 + (t % s1));
+        return { x: uniformBf16(rng, [b, s1, d.h], -1, 1), ...ckpt.rope({ shape: [b, s1], data: positions }) };
+      },
+      close: () => ckpt.close(),
+    };
+  } catch (e) {
+    await ckpt.close();
+    throw e;
+  }
+}
+
 /** `dsa demo`: a DeepSeek-V3.2-sized layer, prefill with a progress bar, decode steps, a chain check. */
 export async function runDemo(values: CliValues): Promise<number> {
-  const d = DEEPSEEK_V32;
+  const dir = values.checkpoint;
+  if (dir !== undefined && (typeof dir !== 'string' || dir === '')) throw new DsaError(ErrorCode.ARGUMENT, '--checkpoint: expected a checkpoint folder', 'checkpoint');
+  if (dir === undefined && values.layer !== undefined) throw new DsaError(ErrorCode.ARGUMENT, '--layer: needs --checkpoint', 'layer');
+  const source = dir === undefined ? randomSource(values, intFlag(values, 'seed', 1, 0, 2 ** 31)) : await checkpointSource(values, dir);
+  try {
+    return await demo(values, source);
+  } finally {
+    await source.close();
+  }
+}
+
+async function demo(values: CliValues, source: LayerSource): Promise<number> {
+  const d = source.d;
   const batch = intFlag(values, 'batch', 2, 1, 128);
   const context = intFlag(values, 'context', 32768, 2, 1 << 20);
   const prefill = intFlag(values, 'prefill', Math.min(1024, context), 1, context);
   const chunk = intFlag(values, 'chunk', 512, 1, 1 << 16);
   const steps = intFlag(values, 'steps', 16, 1, 100000);
   const seed = intFlag(values, 'seed', 1, 0, 2 ** 31);
-  const presetName = presetFlag(values);
   const threads = threadsFlag(values);
-  const preset = presets[presetName];
 
-  console.log(`DSA demo: DeepSeek-V3.2 layer (hidden ${d.h}, ${d.n} heads, q_lora ${d.qLora}, kv_lora ${d.kvLora}, rope ${d.rope}, ` +
-    `indexer ${d.idxHeads}x${d.idxDim}, topk ${d.topk}, block ${d.blockSize}), preset ${presetName}`);
+  console.log(`DSA demo: ${source.title}`);
+  console.log(`  hidden ${d.h}, ${d.n} heads, q_lora ${d.qLora}, kv_lora ${d.kvLora}, rope ${d.rope}, indexer ${d.idxHeads}x${d.idxDim}, topk ${d.topk}, block ${d.blockSize}`);
   console.log(`batch ${batch}, context ${context} (${context - prefill} tokens of random history + ${prefill} prefilled), ${steps} decode steps, ${threads} threads, ISA ${activeIsa()}`);
 
   console.log('measuring this machine\'s ceilings...');
   const ceil = measureCeilings(threads);
   console.log(`  streaming read ${fmt(ceil.readGBs)} GB/s, bf16 dot peak ${fmt(ceil.bf16Gflops, 0)} GFLOP/s`);
 
-  const wp = new Progress('weights ', 11);
-  const weights = randomLayerWeights(d, seed, (i) => wp.update(i));
-  const layer = new DsaLayer(weights, { ...preset });
-  console.log(`  ${fmt(weightBytes(d) / 1e6)} MB of bf16 weights (NZ)`);
+  const weights = await source.weights();
+  const layer = new DsaLayer(weights, { ...source.options });
+  console.log(`  ${fmt(weightBytes(d) / 1e6)} MB of bf16 weights`);
 
   const blocksPerSeq = Math.ceil((context + steps) / d.blockSize);
   const cache = new PagedCacheManager({ numBlocks: batch * blocksPerSeq, blockSize: d.blockSize, kvLora: d.kvLora, rope: d.rope, indexDim: d.idxDim, maxBlocksPerSeq: blocksPerSeq });
@@ -50,7 +122,7 @@ export async function runDemo(values: CliValues): Promise<number> {
     const s1 = Math.min(chunk, prefill - done);
     const plan = cache.plan(seqs, s1);
     const t0 = performance.now();
-    await layer.forwardAsync({ ...randomTokens(d, batch, s1, rng), ...plan, kvCache: cache.kvCache, krCache: cache.krCache, indexKCache: cache.indexKCache });
+    await layer.forwardAsync({ ...source.tokens(batch, s1, plan.actSeqs, rng), ...plan, kvCache: cache.kvCache, krCache: cache.krCache, indexKCache: cache.indexKCache });
     prefillMs += performance.now() - t0;
     const cost = callCost(d, Array.from(plan.actSeqs.data), s1, ceil);
     prefillFlops += cost.prologFlops + cost.indexerFlops + cost.attentionFlops;
@@ -66,7 +138,7 @@ export async function runDemo(values: CliValues): Promise<number> {
   const dp = new Progress('decode  ', steps, ' steps');
   for (let step = 0; step < steps; step++) {
     const plan = cache.plan(seqs, 1);
-    const inputs = { ...randomTokens(d, batch, 1, rng), ...plan, kvCache: cache.kvCache, krCache: cache.krCache, indexKCache: cache.indexKCache };
+    const inputs = { ...source.tokens(batch, 1, plan.actSeqs, rng), ...plan, kvCache: cache.kvCache, krCache: cache.krCache, indexKCache: cache.indexKCache };
     const last = step === steps - 1;
     const snapshot = last ? { kvCache: clone(cache.kvCache), krCache: clone(cache.krCache), indexKCache: clone(cache.indexKCache) } : undefined;
     const t0 = performance.now();

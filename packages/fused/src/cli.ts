@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-// The `dsa` command: `dsa demo` (the README's main job), `dsa bench`, `dsa check <folder>`.
+// The `dsa` command: `dsa demo` (the README's main job), `dsa bench`, `dsa check <folder>`,
+// `dsa check-checkpoint <folder>`.
 import { parseArgs } from 'node:util';
 import { DsaError, isDsaError } from '@dsa/tensor-core';
 import { runBench } from './cli-bench.js';
 import { runCheck } from './cli-check.js';
+import { runCheckCheckpoint } from './cli-check-checkpoint.js';
 import { runDemo } from './cli-demo.js';
 import { versions } from './versions.js';
 
@@ -20,6 +22,11 @@ const HELP = `dsa — DeepSeek-V3.2 sparse attention (DSA) on this machine
       Prints per-stage times, tokens/s and the fraction of this machine's ceilings, and checks one
       decode step against the chained stages.
 
+  dsa demo --checkpoint DIR [--layer 0] [same flags, no --preset]
+      The same on layer L's real weights from a DeepSeek-V3.2 checkpoint folder (config.json +
+      safetensors), with its options (softmax scale, eps, top-k) and YaRN RoPE tables from config.json;
+      x is random token embeddings.
+
   dsa bench [--threads N] [--quick] [--json bench-results/fused.json] [--svg bench-results/decode.svg]
       Every stage and the whole operator at DeepSeek-V3.2 size: decode b=1 at 4K/32K/128K, b=4 at
       [768, 4097, 8192, 131071], b=32 at 8K, MTP s1=2; the floor from the same run's ceilings; fused
@@ -28,6 +35,10 @@ const HELP = `dsa — DeepSeek-V3.2 sparse attention (DSA) on this machine
   dsa check <folder> [--mode fused|chain]
       Run the operator on a folder in the shared/golden format and print the spec's accuracy
       measures per output (relative L2, the Ascend isclose rule, top-k agreement).
+
+  dsa check-checkpoint DIR [--layer L] [--dtype bf16|fp8]
+      Validate a checkpoint download: print its settings, load every layer once (or layer L) and
+      report per layer the stored dtypes, the load time and any damage (exit code 1 if any).
 `;
 
 async function main(): Promise<number> {
@@ -39,6 +50,7 @@ async function main(): Promise<number> {
       batch: { type: 'string' }, context: { type: 'string' }, prefill: { type: 'string' }, chunk: { type: 'string' },
       steps: { type: 'string' }, threads: { type: 'string' }, preset: { type: 'string' }, seed: { type: 'string' },
       json: { type: 'string' }, svg: { type: 'string' }, quick: { type: 'boolean' }, mode: { type: 'string' },
+      checkpoint: { type: 'string' }, layer: { type: 'string' }, dtype: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -56,6 +68,7 @@ async function main(): Promise<number> {
   if (command === 'demo') return runDemo(values);
   if (command === 'bench') return runBench(values);
   if (command === 'check') return runCheck(positionals[0], values);
+  if (command === 'check-checkpoint') return runCheckCheckpoint(positionals[0], values);
   process.stderr.write(`dsa: unknown command ${JSON.stringify(command)}\n\n${HELP}`);
   return 2;
 }

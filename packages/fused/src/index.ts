@@ -11,6 +11,10 @@ export type { LayerWeights, StepInputs, SparseAttentionInputs, OperatorDims } fr
 export type { OperatorResult, StageTimes } from './chain.js';
 export { nativeAddon } from './native.js';
 export { versions, type Versions } from './versions.js';
+export {
+  openCheckpoint, Checkpoint,
+  type CheckpointConfig, type YarnScaling, type Fp8LayerWeights, type LoadProgress, type LayerLoadOptions, type OpenCheckpointOptions, type StoredTensor,
+} from './checkpoint.js';
 
 const WEIGHT_KEYS = ['wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv', 'wIdxQb', 'wIdxK', 'wIdxProj', 'inGammaK', 'inBetaK'] as const;
 const STEP_KEYS = ['x', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache', 'blockTable', 'actSeqs', 'indexKCache'] as const;

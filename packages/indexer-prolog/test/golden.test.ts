@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { type Bf16Tensor, type I32Tensor, readGoldenCase } from '@dsa/tensor-core';
 import { describe, expect, it } from 'vitest';
 import { indexerProlog, type IndexerPrologOptions, prepareIndexerProlog } from '../src/index.js';
+import { indexerPrologReference } from '../src/reference.js';
 import { expectBf16Close, expectCache, poisoned } from './helpers.js';
 
 const GOLDEN = join(import.meta.dirname, '../../../../shared/golden');
@@ -33,6 +34,16 @@ describe('golden cases', () => {
     expectBf16Close(out.query.data, (c.outputs.query as Bf16Tensor).data, `${name} query`);
     expectBf16Close(out.weights.data, (c.outputs.weights as Bf16Tensor).data, `${name} weights`);
     expectCache(run.indexKCache.data, (c.outputs.indexKCache as Bf16Tensor).data, inputs.indexKCache.data, inputs.cacheIndex.data, di, `${name} indexKCache`);
+  });
+
+  // The float64 reference is the yardstick of the other tests: it agrees with the golden too.
+  it.each(CASES)('%s: the float64 reference matches the golden', (name) => {
+    const { c, inputs, options } = load(name);
+    const ref = indexerPrologReference(inputs, options);
+    expectBf16Close(ref.query.data, (c.outputs.query as Bf16Tensor).data, `${name} reference query`);
+    expectBf16Close(ref.weights.data, (c.outputs.weights as Bf16Tensor).data, `${name} reference weights`);
+    expectCache(ref.indexKCache.data, (c.outputs.indexKCache as Bf16Tensor).data, inputs.indexKCache.data, inputs.cacheIndex.data,
+      inputs.wIdxK.shape[1]!, `${name} reference indexKCache`);
   });
 
   it('model-heads uses the half pairing (interleaved gives other queries)', () => {

@@ -180,7 +180,7 @@ describe('caller-provided outputs (the C++ run() on poisoned buffers)', () => {
 
 describe('golden cases (independent float64 implementation)', () => {
   const names = ['tiny', 'mtp-empty-row', 'prefill', 'model-heads', 'skip-slot'];
-  it.each(names)('%s: scores and index sets match', (name) => {
+  const load = (name: string) => {
     const g = readGoldenCase(join(GOLDEN, name));
     const inputs: LightningIndexerInputs = {
       query: g.outputs.query as Tensor<'bfloat16'>,
@@ -189,6 +189,11 @@ describe('golden cases (independent float64 implementation)', () => {
       blockTable: g.inputs.blockTable as Tensor<'int32'>,
       actSeqs: g.inputs.actSeqs as Tensor<'int32'>,
     };
+    return { g, inputs };
+  };
+
+  it.each(names)('%s: scores and index sets match', (name) => {
+    const { g, inputs } = load(name);
     const topk = g.options.topk as number;
     const sparseMode = g.options.sparseMode as 0 | 3;
     const [b, s1, heads, dim] = inputs.query.shape as [number, number, number, number];
@@ -212,6 +217,61 @@ describe('golden cases (independent float64 implementation)', () => {
           tolerance(mag[r * maxAct + j]!, heads, dim),
         );
         if (why) throw new Error(`${name} row ${r} (${isa}): ${why}`);
+      }
+    }
+  });
+
+  // The float64 reference is the yardstick of the other tests: it agrees with the golden too.
+  it.each(names)('%s: the float64 reference matches the golden', (name) => {
+    const { g, inputs } = load(name);
+    const topk = g.options.topk as number;
+    const ref = lightningIndexerReference(inputs, { topk, sparseMode: g.options.sparseMode as 0 | 3 });
+    const want = g.outputs.scores!.data as Float32Array;
+    const wantIdx = g.outputs.indices!.data as Int32Array;
+    expect(ref.scoresShape).toEqual(g.outputs.scores!.shape);
+    const [b, s1, heads, dim] = inputs.query.shape as [number, number, number, number];
+    const mag = magnitudes(inputs, ref.eff, ref.scoresShape[2]);
+    for (let o = 0; o < want.length; o++) {
+      // The golden stores float64 scores as float32: one float32 rounding apart at most.
+      if (want[o] === -Infinity) expect(ref.scores[o], `score ${o}`).toBe(-Infinity);
+      else expect(Math.abs(ref.scores[o]! - want[o]!), `score ${o}`).toBeLessThanOrEqual(2 ** -24 * Math.abs(want[o]!) + 1e-30);
+    }
+    const maxAct = ref.scoresShape[2];
+    for (let r = 0; r < b * s1; r++) {
+      const why = setMismatch(ref.indices.data.subarray(r * topk, (r + 1) * topk), wantIdx.subarray(r * topk, (r + 1) * topk),
+        want.subarray(r * maxAct, (r + 1) * maxAct), (j) => tolerance(mag[r * maxAct + j]!, heads, dim));
+      if (why) throw new Error(`${name} reference row ${r}: ${why}`);
+    }
+  });
+
+  // The goldens use sparseMode 3. The last query row of each sequence sees act keys under both rules,
+  // so those rows check sparseMode 0 against the golden too (all rows of tiny, where s1 = 1).
+  it.each(names)('%s: sparseMode 0 gives the golden result on the last row of each sequence', (name) => {
+    const { g, inputs } = load(name);
+    const topk = g.options.topk as number;
+    const [b, s1, heads, dim] = inputs.query.shape as [number, number, number, number];
+    const want = g.outputs.scores!.data as Float32Array;
+    const wantIdx = g.outputs.indices!.data as Int32Array;
+    const ref = lightningIndexerReference(inputs, { topk, sparseMode: 0 });
+    const got = lightningIndexer(inputs, { topk, sparseMode: 0, returnScores: true });
+    const maxAct = ref.scoresShape[2];
+    const mag = magnitudes(inputs, ref.eff, maxAct);
+    for (let bi = 0; bi < b; bi++) {
+      const r = bi * s1 + s1 - 1;
+      for (let j = 0; j < maxAct; j++) {
+        const w = want[r * maxAct + j]!;
+        if (w === -Infinity) {
+          expect(got.scores!.data[r * maxAct + j], `${name} row ${r} key ${j}`).toBe(-Infinity);
+          expect(ref.scores[r * maxAct + j], `${name} row ${r} key ${j}`).toBe(-Infinity);
+        } else {
+          expect(Math.abs(got.scores!.data[r * maxAct + j]! - w)).toBeLessThanOrEqual(tolerance(mag[r * maxAct + j]!, heads, dim) + 2 ** -23 * Math.abs(w));
+          expect(Math.abs(ref.scores[r * maxAct + j]! - w)).toBeLessThanOrEqual(2 ** -24 * Math.abs(w) + 1e-30);
+        }
+      }
+      for (const [who, idx] of [['native', got.indices.data], ['reference', ref.indices.data]] as const) {
+        const why = setMismatch(idx.subarray(r * topk, (r + 1) * topk), wantIdx.subarray(r * topk, (r + 1) * topk), want.subarray(r * maxAct, (r + 1) * maxAct),
+          (j) => tolerance(mag[r * maxAct + j]!, heads, dim));
+        if (why) throw new Error(`${name} ${who} row ${r}: ${why}`);
       }
     }
   });

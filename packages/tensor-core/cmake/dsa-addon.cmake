@@ -34,8 +34,9 @@ set(DSA_RUNTIME_SOURCES
   "${DSA_CORE_DIR}/native/runtime/cpu.cc"
   "${DSA_CORE_DIR}/native/runtime/thread_pool.cc"
   "${DSA_CORE_DIR}/native/runtime/gemm.cc"
+  "${DSA_CORE_DIR}/native/runtime/gemm_fp8.cc"
   "${DSA_CORE_DIR}/native/runtime/version.cc")
-set(DSA_RUNTIME_ISA_SOURCES "${DSA_CORE_DIR}/native/runtime/gemm_isa.cc")
+set(DSA_RUNTIME_ISA_SOURCES "${DSA_CORE_DIR}/native/runtime/gemm_isa.cc" "${DSA_CORE_DIR}/native/runtime/gemm_fp8_isa.cc")
 
 # DSA_SANITIZE=1 builds with AddressSanitizer + UndefinedBehaviorSanitizer.
 if(DEFINED ENV{DSA_SANITIZE} AND NOT "$ENV{DSA_SANITIZE}" STREQUAL "" AND NOT "$ENV{DSA_SANITIZE}" STREQUAL "0")

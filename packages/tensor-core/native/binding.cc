@@ -16,11 +16,11 @@ using namespace dsa::napi;
 
 namespace {
 
-// matmul(x [M,K] bf16, w [K,N] bf16 ND|NZ|PACKED, outDtype 'float32'|'bfloat16') -> y [M,N]
+// matmul(x [M,K] bf16, w [K,N] bf16 ND|NZ|PACKED or FP8 NT|ND|PACKED, outDtype 'float32'|'bfloat16') -> y [M,N]
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorArg x = get_tensor(env, info[0], "x", DType::BF16, 2);
-  TensorArg w = get_tensor(env, info[1], "w", DType::BF16, 2, true);
+  TensorArg w = get_weight(env, info[1], "w");
   const std::string out = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "float32";
   if (out != "float32" && out != "bfloat16") throw_error(env, Code::Argument, "outDtype: expected float32 or bfloat16, got " + out);
   if (x.dim(1) != w.dim(0))
@@ -38,11 +38,12 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return y;
 }
 
-// matmulBatched(x [B,M,K] bf16, w [B,K,N] bf16 ND, outDtype) -> y [B,M,N]: one task per item.
+// matmulBatched(x [B,M,K] bf16, w [B,K,N] bf16 ND or FP8 ND|PACKED, outDtype) -> y [B,M,N]: one task per item.
 Napi::Value MatmulBatched(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorArg x = get_tensor(env, info[0], "x", DType::BF16, 3);
-  TensorArg w = get_tensor(env, info[1], "w", DType::BF16, 3);
+  const bool fp8 = info[1].IsObject() && info[1].As<Napi::Object>().Get("dtype").ToString().Utf8Value() == "float8_e4m3fn";
+  TensorArg w = fp8 ? get_fp8_weight(env, info[1], "w", 3) : get_tensor(env, info[1], "w", DType::BF16, 3);
   const std::string out = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "float32";
   if (out != "float32" && out != "bfloat16") throw_error(env, Code::Argument, "outDtype: expected float32 or bfloat16, got " + out);
   if (x.dim(0) != w.dim(0) || x.dim(2) != w.dim(1))
@@ -52,16 +53,40 @@ Napi::Value MatmulBatched(const Napi::CallbackInfo& info) {
   void* yp = nullptr;
   const DType odt = out == "float32" ? DType::F32 : DType::BF16;
   Napi::Object y = new_tensor(env, odt, {B, M, N}, &yp);
-  WeightView wv{w.ptr<const bf16_t>(), K, N, WeightFormat::ND};
+  const WeightView wv = w.weight();
+  const int64_t w_stride = fp8 ? fp8_bytes(wv.format, K, N) : K * N;
   GemmOut go{yp, N, odt == DType::F32 ? OutType::F32 : OutType::BF16, false};
-  if (!matmul_batched(B, x.ptr<const bf16_t>(), K, M * K, M, wv, K * N, go, M * N))
+  if (!matmul_batched(B, x.ptr<const bf16_t>(), K, M * K, M, wv, w_stride, go, M * N))
     throw_error(env, Code::Internal, "matmulBatched: inconsistent arguments");
   return y;
 }
 
-// packWeights(w [K,N] ND|NZ) -> {dtype, shape [K,N], format 'PACKED', data}
+// packWeights(w [K,N] bf16 ND|NZ, or FP8 NT|ND [K,N] / [items,K,N]) -> the same weight in the PACKED
+// layout (FP8: with per-panel block scales; 3-D: each item packed on its own, one after the other).
 Napi::Value PackWeights(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  if (info[0].IsObject() && info[0].As<Napi::Object>().Get("dtype").ToString().Utf8Value() == "float8_e4m3fn") {
+    const Napi::Value sh = info[0].As<Napi::Object>().Get("shape");
+    const int rank = sh.IsArray() && sh.As<Napi::Array>().Length() == 3 ? 3 : 2;
+    TensorArg w = get_fp8_weight(env, info[0], "w", rank);
+    const int64_t items = rank == 3 ? w.dim(0) : 1;
+    WeightView src = w.weight();
+    const int64_t K = src.K, N = src.N, in_bytes = fp8_bytes(src.format, K, N), in_scales = fp8_scales(src.format, K, N);
+    const int64_t out_bytes = fp8_packed_bytes(K, N), out_scales = fp8_scales(WeightFormat::Fp8Packed, K, N);
+    void* dst = nullptr;
+    void* sdst = nullptr;
+    Napi::Object out = new_tensor(env, DType::FP8, w.shape, &dst, "PACKED", items * out_bytes);
+    std::vector<int64_t> grid{packed_n(N) / 16, fp8_kblocks(K)};
+    if (rank == 3) grid.insert(grid.begin(), items);
+    out.Set("blockScale", new_tensor(env, DType::F32, grid, &sdst));
+    for (int64_t i = 0; i < items; ++i) {
+      WeightView wi = src;
+      wi.fp8 += i * in_bytes;
+      wi.scale += i * in_scales;
+      pack_fp8_weights(wi, static_cast<uint8_t*>(dst) + i * out_bytes, static_cast<float*>(sdst) + i * out_scales);
+    }
+    return out;
+  }
   TensorArg w = get_tensor(env, info[0], "w", DType::BF16, 2, true);
   void* dst = nullptr;
   Napi::Object out = new_tensor(env, DType::BF16, w.shape, &dst, "PACKED", packed_elements(w.dim(0), w.dim(1)));

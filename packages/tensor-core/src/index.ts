@@ -5,6 +5,11 @@ export {
   type Dtype, type Format, type Tensor, type Bf16Tensor, type F32Tensor, type I32Tensor, type DataOf,
 } from './tensor.js';
 export { toNZ, fromNZ, NZ_C0 } from './nz.js';
+export {
+  E4M3_MAX, FP8_BLOCK, E4M3_VALUES, e4m3ToFloat, floatToE4m3, ue8m0Scale, quantizeGroupE4m3, hadamardRotate,
+  dequantizeBlocks, dequantizeFp8Weight, e4m3Bf16Table, fp8PackedBytes, fp8PackedOffset, type Fp8Weight,
+} from './fp8.js';
+export { checkWeight, fp8ScaleGrid, isFp8Weight, type Weight, type WeightRule } from './weights.js';
 export { Rng } from './random.js';
 export { readBin, writeBin, readGoldenCase, type GoldenCase, type GoldenManifest, type ManifestEntry } from './io.js';
 export {
@@ -21,3 +26,8 @@ export { measureCeilings, type Ceilings } from './ceilings.js';
 export { relativeL2, iscloseFraction, compareBf16 } from './compare.js';
 export { assertCachesIdle, withCaches } from './cache-lock.js';
 export { abortedError, chunkAct, planRowChunks, saveCacheRows, signalOption, tokenRows, type RowChunk } from './abort.js';
+export {
+  SafetensorsFile, openSafetensors, writeSafetensors, SAFETENSORS_ITEMSIZE,
+  type SafetensorsTensorInfo, type SafetensorsOpenOptions, type SafetensorsWriteEntry,
+} from './safetensors.js';
+export { rowsToBf16, type StoredRows, type Bf16Target, type StoredWeightDtype } from './dequant.js';

@@ -1,9 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { DsaError, ErrorCode } from './errors.js';
-import { numel, type Dtype, type Format, type Tensor } from './tensor.js';
-
-const BYTES: Record<Dtype, number> = { bfloat16: 2, float32: 4, int32: 4 };
+import { ARRAY_OF, numel, type Dtype, type Format, type Tensor } from './tensor.js';
 
 function readBytes(path: string): Buffer {
   try {
@@ -16,8 +14,8 @@ function readBytes(path: string): Buffer {
 /** Read a raw little-endian file of `dtype` values. Without `shape`, the result is 1-D. */
 export function readBin<D extends Dtype>(path: string, dtype: D, shape?: readonly number[], format: Format = 'ND'): Tensor<D> {
   const buf = readBytes(path);
-  const size = BYTES[dtype];
-  if (size === undefined) throw new DsaError(ErrorCode.DTYPE, `dtype: expected bfloat16, float32 or int32, got ${String(dtype)}`, 'dtype');
+  const size = ARRAY_OF[dtype]?.BYTES_PER_ELEMENT;
+  if (size === undefined) throw new DsaError(ErrorCode.DTYPE, `dtype: expected one of ${Object.keys(ARRAY_OF).join(', ')}, got ${String(dtype)}`, 'dtype');
   if (buf.byteLength % size !== 0) {
     throw new DsaError(ErrorCode.IO, `path: ${path} has ${buf.byteLength} bytes, not a multiple of ${size} (${dtype})`, 'path');
   }
@@ -29,7 +27,7 @@ export function readBin<D extends Dtype>(path: string, dtype: D, shape?: readonl
   // Copy into a fresh, aligned ArrayBuffer (the file buffer may sit at an odd offset in a pool).
   const ab = new ArrayBuffer(buf.byteLength);
   new Uint8Array(ab).set(buf);
-  const data = dtype === 'bfloat16' ? new Uint16Array(ab) : dtype === 'float32' ? new Float32Array(ab) : new Int32Array(ab);
+  const data = new ARRAY_OF[dtype](ab);
   return { dtype, shape: [...dims], data: data as Tensor<D>['data'], format };
 }
 

@@ -1,4 +1,5 @@
 import { f32ArrayToBf16 } from './bf16.js';
+import { FP8_BLOCK, type Fp8Weight } from './fp8.js';
 import { numel, type Tensor } from './tensor.js';
 
 /**
@@ -84,6 +85,35 @@ export class Rng {
     const v = new Float32Array(numel(shape));
     for (let i = 0; i < v.length; i++) v[i] = this.uniform(lo, hi);
     return { dtype: 'bfloat16', shape: [...shape], data: f32ArrayToBf16(v), format: 'ND' };
+  }
+
+  /**
+   * A block-scaled FP8 weight of logical shape [K, N] (or [items, K, N]) stored `format` ('NT': [N, K]
+   * as the checkpoint; 'ND': [K, N]): uniformly random e4m3 codes (subnormals included, NaN codes
+   * 0x7F/0xFF excluded) and one random scale per 128×128 block of the stored matrix, in
+   * [scale/2, scale), or a power of two there when `pow2` (as DeepSeek's ue8m0 scales).
+   */
+  fp8Weight(shape: readonly number[], format: 'NT' | 'ND', options: { scale?: number; pow2?: boolean } = {}): Fp8Weight {
+    const items = shape.length === 3 ? shape[0]! : 1;
+    const K = shape[shape.length - 2]!;
+    const N = shape[shape.length - 1]!;
+    const data = new Uint8Array(items * K * N);
+    for (let i = 0; i < data.length; i++) {
+      let b = this.int(0, 254);
+      if ((b & 0x7f) === 0x7f) b = 0x7e;
+      data[i] = b;
+    }
+    const [rows, cols] = format === 'NT' ? [N, K] : [K, N];
+    const grid = [Math.ceil(rows / FP8_BLOCK), Math.ceil(cols / FP8_BLOCK)];
+    const scale = new Float32Array(items * grid[0]! * grid[1]!);
+    const base = options.scale ?? 1 / 448;
+    for (let i = 0; i < scale.length; i++) {
+      scale[i] = options.pow2 ? 2 ** Math.floor(Math.log2(base) - this.int(0, 2)) : base * this.uniform(0.5, 1);
+    }
+    return {
+      dtype: 'float8_e4m3fn', shape: [...shape], format, data,
+      blockScale: { dtype: 'float32', shape: shape.length === 3 ? [items, ...grid] : grid, data: scale, format: 'ND' },
+    };
   }
 
   /** A bf16 tensor with normal values. */

@@ -1,7 +1,5 @@
 import { DsaError, ErrorCode } from './errors.js';
-import { describeData, numel, type Dtype, type Format, type Tensor } from './tensor.js';
-
-const ARRAY_OF: Record<Dtype, Function> = { bfloat16: Uint16Array, float32: Float32Array, int32: Int32Array };
+import { ARRAY_OF, describeData, numel, type Dtype, type Format, type Tensor } from './tensor.js';
 
 export interface TensorRule {
   dtype: Dtype | readonly Dtype[];

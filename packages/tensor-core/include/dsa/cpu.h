@@ -8,6 +8,7 @@ enum class Isa { Scalar = 0, Avx2 = 1, Avx512 = 2 };
 struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512bf16 = false;
+  bool avx512vbmi = false;  // byte permutes: the FP8 weight kernels' e4m3 tables (else they take the AVX2 path)
 };
 
 const CpuFeatures& cpu_features();

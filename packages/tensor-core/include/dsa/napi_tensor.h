@@ -29,12 +29,13 @@ inline void throw_if_error(Napi::Env env, const Status& st) {
   if (!st.ok()) throw_error(env, st.code, st.message);
 }
 
-enum class DType { BF16, F32, I32 };
+enum class DType { BF16, F32, I32, FP8 };
 
 inline const char* dtype_name(DType d) {
   switch (d) {
     case DType::BF16: return "bfloat16";
     case DType::F32: return "float32";
+    case DType::FP8: return "float8_e4m3fn";
     default: return "int32";
   }
 }
@@ -46,17 +47,24 @@ struct TensorArg {
   WeightFormat format = WeightFormat::ND;
   void* data = nullptr;
   int64_t length = 0;  // elements in data
+  const float* scale = nullptr;  // FP8 weights: the block scales
 
   int64_t dim(size_t i) const { return shape[i]; }
   int64_t rank() const { return static_cast<int64_t>(shape.size()); }
   template <class T>
   T* ptr() const { return static_cast<T*>(data); }
+  // The matrix view of a 2-D weight, or of item 0 of a 3-D one ([items, K, N]).
   WeightView weight() const {
     WeightView w;
-    w.data = static_cast<const bf16_t*>(data);
-    w.K = shape.size() == 2 ? shape[0] : 0;
-    w.N = shape.size() == 2 ? shape[1] : 0;
+    w.K = shape.size() >= 2 ? shape[shape.size() - 2] : 0;
+    w.N = shape.size() >= 2 ? shape[shape.size() - 1] : 0;
     w.format = format;
+    if (w.is_fp8()) {
+      w.fp8 = static_cast<const uint8_t*>(data);
+      w.scale = scale;
+    } else {
+      w.data = static_cast<const bf16_t*>(data);
+    }
     return w;
   }
 };
@@ -108,7 +116,10 @@ inline TensorArg get_tensor(Napi::Env env, Napi::Value v, const std::string& nam
   Napi::Value data = o.Get("data");
   if (!data.IsTypedArray()) throw_error(env, Code::Dtype, name + ": expected data to be a typed array");
   Napi::TypedArray ta = data.As<Napi::TypedArray>();
-  const napi_typedarray_type need = want == DType::BF16 ? napi_uint16_array : want == DType::F32 ? napi_float32_array : napi_int32_array;
+  const napi_typedarray_type need = want == DType::BF16  ? napi_uint16_array
+                                    : want == DType::F32 ? napi_float32_array
+                                    : want == DType::FP8 ? napi_uint8_array
+                                                         : napi_int32_array;
   if (ta.TypedArrayType() != need) throw_error(env, Code::Dtype, name + ": data has the wrong typed array type for " + dtype_name(want));
   t.length = static_cast<int64_t>(ta.ElementLength());
   if (t.length != count)
@@ -118,16 +129,92 @@ inline TensorArg get_tensor(Napi::Env env, Napi::Value v, const std::string& nam
   return t;
 }
 
+// A block-scaled FP8 weight {dtype 'float8_e4m3fn', shape [K, N] (or [items, K, N] when rank is 3),
+// format 'NT' | 'ND' | 'PACKED', data Uint8Array, blockScale {dtype 'float32', shape, data}} (the
+// layouts of dsa/gemm.h). Appends the two typed arrays to `keep` when given.
+inline TensorArg get_fp8_weight(Napi::Env env, Napi::Value v, const std::string& name, int rank,
+                                std::vector<Napi::Value>* keep = nullptr) {
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Value fm = o.Get("format");
+  const std::string fms = fm.IsString() ? fm.As<Napi::String>().Utf8Value() : "(none)";
+  WeightFormat f;
+  if (fms == "NT") f = WeightFormat::Fp8NT;
+  else if (fms == "ND") f = WeightFormat::Fp8ND;
+  else if (fms == "PACKED") f = WeightFormat::Fp8Packed;
+  else throw_error(env, Code::Format, name + ": expected format NT, ND or PACKED for a float8_e4m3fn weight, got " + fms);
+  // Read the bytes as a flat tensor, then check the count against the shape and layout.
+  Napi::Object flat = Napi::Object::New(env);
+  flat.Set("dtype", o.Get("dtype"));
+  flat.Set("data", o.Get("data"));
+  Napi::Value data = o.Get("data");
+  const double len = data.IsTypedArray() ? static_cast<double>(data.As<Napi::TypedArray>().ElementLength()) : 0;
+  Napi::Array one = Napi::Array::New(env, 1);
+  one.Set(0u, Napi::Number::New(env, len));
+  flat.Set("shape", one);
+  TensorArg t = get_tensor(env, flat, name, DType::FP8, 1);
+  std::vector<int64_t> shape;
+  {
+    Napi::Value sh = o.Get("shape");
+    if (!sh.IsArray()) throw_error(env, Code::Shape, name + ": expected shape to be an array");
+    Napi::Array arr = sh.As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      const double d = arr.Get(i).IsNumber() ? arr.Get(i).As<Napi::Number>().DoubleValue() : -1;
+      if (!(d >= 0) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 1.0e9)
+        throw_error(env, Code::Shape, name + ": shape entries must be non-negative integers");
+      shape.push_back(static_cast<int64_t>(d));
+    }
+  }
+  if (static_cast<int>(shape.size()) != rank)
+    throw_error(env, Code::Shape, name + ": expected rank " + std::to_string(rank) + ", got shape " + shape_str(shape));
+  const int64_t items = rank == 3 ? shape[0] : 1, K = shape[rank - 2], N = shape[rank - 1];
+  const int64_t bytes = items * fp8_bytes(f, K, N);
+  if (t.length != bytes)
+    throw_error(env, Code::Shape, name + ": shape " + shape_str(shape) + " (" + fms + ") needs " + std::to_string(bytes) +
+                                      " bytes, data has " + std::to_string(t.length));
+  std::vector<int64_t> grid;
+  if (rank == 3) grid.push_back(items);
+  if (f == WeightFormat::Fp8NT) grid.insert(grid.end(), {fp8_kblocks(N), fp8_kblocks(K)});
+  else if (f == WeightFormat::Fp8ND) grid.insert(grid.end(), {fp8_kblocks(K), fp8_kblocks(N)});
+  else grid.insert(grid.end(), {packed_n(N) / 16, fp8_kblocks(K)});
+  Napi::Value bs = o.Get("blockScale");
+  if (!bs.IsObject()) throw_error(env, Code::Argument, name + ".blockScale: expected a float32 tensor of block scales");
+  TensorArg s = get_tensor(env, bs, name + ".blockScale", DType::F32);
+  if (s.shape != grid)
+    throw_error(env, Code::Shape, name + ".blockScale: expected shape " + shape_str(grid) + " for " + fms + " " +
+                                      shape_str(shape) + ", got " + shape_str(s.shape));
+  t.shape = shape;
+  t.format = f;
+  t.scale = s.ptr<const float>();
+  if (keep) {
+    keep->push_back(data);
+    keep->push_back(bs.As<Napi::Object>().Get("data"));
+  }
+  return t;
+}
+
+// A 2-D weight: bf16 (ND, NZ or PACKED) or block-scaled FP8 (see get_fp8_weight). Appends the typed
+// arrays to read to `keep` when given.
+inline TensorArg get_weight(Napi::Env env, Napi::Value v, const std::string& name, std::vector<Napi::Value>* keep = nullptr) {
+  if (v.IsObject()) {
+    Napi::Value dt = v.As<Napi::Object>().Get("dtype");
+    if (dt.IsString() && dt.As<Napi::String>().Utf8Value() == "float8_e4m3fn") return get_fp8_weight(env, v, name, 2, keep);
+  }
+  TensorArg t = get_tensor(env, v, name, DType::BF16, 2, true);
+  if (keep) keep->push_back(v.As<Napi::Object>().Get("data"));
+  return t;
+}
+
 // A new tensor object owned by JS: {dtype, shape, data, format: 'ND'}; *out points at its storage.
 inline Napi::Object new_tensor(Napi::Env env, DType dt, const std::vector<int64_t>& shape, void** out,
                                const char* format = "ND", int64_t elements = -1) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   if (elements >= 0) n = elements;
-  const size_t esize = dt == DType::BF16 ? 2 : 4;
+  const size_t esize = dt == DType::BF16 ? 2 : dt == DType::FP8 ? 1 : 4;
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, static_cast<size_t>(n) * esize);
   Napi::Value arr;
   if (dt == DType::BF16) arr = Napi::Uint16Array::New(env, n, ab, 0);
+  else if (dt == DType::FP8) arr = Napi::Uint8Array::New(env, n, ab, 0);
   else if (dt == DType::F32) arr = Napi::Float32Array::New(env, n, ab, 0);
   else arr = Napi::Int32Array::New(env, n, ab, 0);
   Napi::Object o = Napi::Object::New(env);

@@ -42,6 +42,7 @@ CpuFeatures detect() {
   f.avx512dq = zmm_ok && ((b >> 17) & 1);
   f.avx512bw = zmm_ok && ((b >> 30) & 1);
   f.avx512vl = zmm_ok && ((b >> 31) & 1);
+  f.avx512vbmi = zmm_ok && ((c >> 1) & 1);
   unsigned a1, b1, c1, d1;
   __cpuid_count(7, 1, a1, b1, c1, d1);
   f.avx512bf16 = zmm_ok && ((a1 >> 5) & 1);

@@ -9,7 +9,7 @@
 
 #include "dsa/gemm.h"
 #include "dsa/thread_pool.h"
-#include "gemm_kernels.h"
+#include "gemm_driver.h"
 
 namespace dsa {
 namespace {
@@ -27,20 +27,14 @@ inline bf16_t weight_at(const WeightView& w, int64_t k, int64_t n) {
       const int64_t kp2 = packed_k(w.K) / 2;
       return w.data[((n >> 4) * kp2 + (k >> 1)) * 32 + (n & 15) * 2 + (k & 1)];
     }
+    default: break;  // FP8 formats never reach the bf16 packing
   }
   return 0;
 }
 
-struct Runner {
-  bool parallel;
-  void operator()(int64_t n, const std::function<void(int64_t, int)>& fn) const {
-    if (parallel) {
-      parallel_tasks(n, fn);
-    } else {
-      for (int64_t t = 0; t < n; ++t) fn(t, 0);
-    }
-  }
-};
+}  // namespace
+
+namespace detail {
 
 // Write an fp32 tile [rows, cols] (ld = ldt) into y at (r0, c0).
 void store_tile(const float* tile, int64_t ldt, int64_t rows, int64_t cols, const GemmOut& y, int64_t r0, int64_t c0) {
@@ -62,42 +56,13 @@ void store_tile(const float* tile, int64_t ldt, int64_t rows, int64_t cols, cons
   }
 }
 
-// Small M is bound by reading W. Work = column groups x K chunks; K is split only when there are
-// too few groups to keep the threads busy, in a way that depends on the shape alone (so results do
-// not change with the thread count), and the chunks are summed in a fixed order.
-// compute(g, k0, k1, tile, ldt) writes the fp32 product of x[:, k0:k1] and group g into tile.
-template <class Compute>
-void run_small_m(int64_t M, int64_t groups, int64_t group_cols, int64_t cols, int64_t K, int64_t k_align,
-                 const GemmOut& y, const Runner& run, Compute compute) {
-  constexpr int64_t kWantTasks = 8;
-  int64_t ksplit = 1;
-  if (groups > 0 && groups < kWantTasks && K >= 1024) ksplit = std::min((kWantTasks + groups - 1) / groups, K / 512);
-  const int64_t kchunk = ((K + ksplit - 1) / ksplit + k_align - 1) / k_align * k_align;
-  std::vector<float> partial(ksplit > 1 ? static_cast<size_t>(ksplit * M * cols) : 0);
-  run(groups * ksplit, [&](int64_t t, int) {
-    const int64_t g = t % groups, s = t / groups;
-    const int64_t k0 = std::min(K, s * kchunk), k1 = std::min(K, k0 + kchunk);
-    const int64_t c0 = g * group_cols, nc = std::min(group_cols, cols - c0);
-    float tile[kPackedMaxRows * 64];
-    const int64_t ldt = 64;
-    if (k1 > k0) {
-      compute(g, k0, k1, tile, ldt);
-    } else {
-      std::fill(tile, tile + M * ldt, 0.0f);
-    }
-    if (ksplit == 1) {
-      store_tile(tile, ldt, M, nc, y, 0, c0);
-    } else {
-      for (int64_t m = 0; m < M; ++m) std::copy(tile + m * ldt, tile + m * ldt + nc, partial.data() + (s * M + m) * cols + c0);
-    }
-  });
-  if (ksplit > 1) {
-    std::vector<float> sum(static_cast<size_t>(M * cols), 0.0f);
-    for (int64_t s = 0; s < ksplit; ++s)
-      for (int64_t i = 0; i < M * cols; ++i) sum[i] += partial[s * M * cols + i];
-    store_tile(sum.data(), cols, M, cols, y, 0, 0);
-  }
-}
+}  // namespace detail
+
+namespace {
+
+using detail::Runner;
+using detail::run_small_m;
+using detail::store_tile;
 
 void gemm_direct(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, const GemmOut& y, const Runner& run) {
   const int64_t K = w.K, N = w.N;
@@ -197,7 +162,7 @@ void gemm_packed(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, c
 
 bool valid(const bf16_t* x, int64_t M, const WeightView& w, const GemmOut& y) {
   if (M < 0 || w.K < 0 || w.N < 0) return false;
-  if (M > 0 && w.N > 0 && (x == nullptr || w.data == nullptr || y.data == nullptr)) return w.K == 0 && y.data != nullptr;
+  if (M > 0 && w.N > 0 && (x == nullptr || !w.present() || y.data == nullptr)) return w.K == 0 && y.data != nullptr;
   if (y.type == OutType::BF16 && y.accumulate) return false;
   if (w.format == WeightFormat::NZ && (w.K % 16 != 0 || w.N % 16 != 0)) return false;
   return true;
@@ -215,7 +180,9 @@ bool matmul_impl(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, c
     return true;
   }
   const bool direct = (w.format == WeightFormat::ND || w.format == WeightFormat::NZ) && M <= kDirectMaxM;
-  if (direct) {
+  if (w.is_fp8()) {
+    detail::gemm_fp8(x, ldx, M, w, y, run);
+  } else if (direct) {
     gemm_direct(x, ldx, M, w, y, run);
   } else {
     gemm_packed(x, ldx, M, w, y, run);
@@ -284,7 +251,12 @@ bool matmul_batched(int64_t batch, const bf16_t* x, int64_t ldx, int64_t x_strid
   const size_t esize = y.type == OutType::F32 ? 4 : 2;
   parallel_tasks(batch, [&](int64_t i, int) {
     WeightView wi = w;
-    wi.data = w.data + i * w_stride;
+    if (w.is_fp8()) {
+      wi.fp8 = w.fp8 + i * w_stride;
+      wi.scale = w.scale + i * fp8_scales(w.format, w.K, w.N);
+    } else {
+      wi.data = w.data + i * w_stride;
+    }
     GemmOut yi = y;
     yi.data = static_cast<char*>(y.data) + i * y_stride * esize;
     if (!matmul_impl(x + i * x_stride, ldx, M, wi, yi, false)) ok = false;

@@ -1,0 +1,218 @@
+// GEMM driver for block-scaled FP8 weights (dsa/gemm.h):
+//   - M <= 8: the FP8 GEMV kernel streams the Fp8Packed bytes (half the bytes of bf16), column groups
+//     of 4 panels, K split like the bf16 driver when there are too few groups (at 128-k block edges).
+//   - larger M: each task converts its column group to the bf16 Packed layout once and runs the bf16
+//     tile. Power-of-two block scales (DeepSeek's ue8m0) are folded into the bf16 values exactly;
+//     other scales are applied in fp32 per 128-k block.
+//   - Fp8NT / Fp8ND weights are packed per task on the fly (prepare them once with pack_fp8_weights).
+#include <cmath>
+#include <vector>
+
+#include "dsa/fp8.h"
+#include "gemm_driver.h"
+#include "gemm_fp8_kernels.h"
+
+namespace dsa {
+
+const Fp8Lut& fp8_lut() {
+  static const Fp8Lut lut = [] {
+    Fp8Lut t{};
+    for (int b = 0; b < 256; ++b) {
+      t.f32[b] = e4m3_to_f32(static_cast<uint8_t>(b));
+      t.bf16[b] = f32_to_bf16(t.f32[b]);
+    }
+    for (int b = 0; b < 128; ++b) {
+      t.lo[b] = static_cast<uint8_t>(t.bf16[b] & 0xff);
+      t.hi[b] = static_cast<uint8_t>(t.bf16[b] >> 8);
+    }
+    return t;
+  }();
+  return lut;
+}
+
+int64_t fp8_bytes(WeightFormat format, int64_t K, int64_t N) {
+  return format == WeightFormat::Fp8Packed ? fp8_packed_bytes(K, N) : K * N;
+}
+
+int64_t fp8_scales(WeightFormat format, int64_t K, int64_t N) {
+  if (format == WeightFormat::Fp8Packed) return packed_n(N) / 16 * fp8_kblocks(K);
+  return fp8_kblocks(K) * fp8_kblocks(N);
+}
+
+namespace {
+
+constexpr int64_t kMBlock = 192;        // rows per task when M is large (as the bf16 driver)
+constexpr int64_t kKBlockPairs = 256;   // k-pairs per bf16 tile call when scales are folded
+constexpr int64_t kBlockPairs = kFp8ScaleBlock / 2;
+
+uint8_t byte_at(const WeightView& w, int64_t k, int64_t n) {
+  return w.format == WeightFormat::Fp8NT ? w.fp8[n * w.K + k] : w.fp8[k * w.N + n];
+}
+
+float scale_at(const WeightView& w, int64_t k, int64_t n) {
+  const int64_t kb = k / kFp8ScaleBlock, nb = n / kFp8ScaleBlock;
+  return w.format == WeightFormat::Fp8NT ? w.scale[nb * fp8_kblocks(w.K) + kb] : w.scale[kb * fp8_kblocks(w.N) + nb];
+}
+
+// Panels [p0, p0 + np) of w in the Fp8Packed layout: in place when w is packed, else packed into the
+// calling thread's buffers.
+struct Panels {
+  const uint8_t* bytes;
+  const float* scale;
+};
+Panels fp8_panels(const WeightView& w, int64_t p0, int64_t np) {
+  const int64_t kb = fp8_kblocks(w.K), ps = fp8_packed_k(w.K) * 16;
+  if (w.format == WeightFormat::Fp8Packed) return {w.fp8 + p0 * ps, w.scale + p0 * kb};
+  thread_local std::vector<uint8_t> bytes;
+  thread_local std::vector<float> scales;
+  bytes.resize(static_cast<size_t>(np * ps));
+  scales.resize(static_cast<size_t>(np * kb));
+  pack_fp8_panels(w, p0, np, bytes.data(), scales.data());
+  return {bytes.data(), scales.data()};
+}
+
+// x with rows padded to Kp (zeros) when K is not a multiple of 4; else x itself.
+const bf16_t* padded_x(const bf16_t* x, int64_t ldx, int64_t M, int64_t K, std::vector<bf16_t>& buf, int64_t* lda) {
+  const int64_t Kp = fp8_packed_k(K);
+  *lda = ldx;
+  if (Kp == K) return x;
+  buf.assign(static_cast<size_t>(M * Kp), 0);
+  for (int64_t m = 0; m < M; ++m) std::copy(x + m * ldx, x + m * ldx + K, buf.data() + m * Kp);
+  *lda = Kp;
+  return buf.data();
+}
+
+void gemv(const bf16_t* a, int64_t lda, int64_t M, const WeightView& w, const GemmOut& y, const detail::Runner& run) {
+  const int64_t K = w.K, N = w.N, kblocks = fp8_kblocks(K), groups = fp8_packed_k(K) / 4;
+  const int64_t panels = packed_n(N) / 16, col_groups = (panels + kFp8MaxPanels - 1) / kFp8MaxPanels;
+  const int64_t ps = fp8_packed_k(K) * 16;
+  auto tile_fn = DSA_DISPATCH(fp8_gemv_tile);
+  detail::run_small_m(M, col_groups, kFp8MaxPanels * 16, N, K, kFp8ScaleBlock, y, run,
+                      [&](int64_t g, int64_t k0, int64_t k1, float* tile, int64_t ldt) {
+                        const int64_t p0 = g * kFp8MaxPanels;
+                        const int np = static_cast<int>(std::min<int64_t>(kFp8MaxPanels, panels - p0));
+                        const Panels src = fp8_panels(w, p0, np);
+                        const int64_t kb0 = k0 / kFp8ScaleBlock, kb1 = (k1 + kFp8ScaleBlock - 1) / kFp8ScaleBlock;
+                        for (int64_t r = 0; r < M; r += kFp8MaxRows) {
+                          const int mr = static_cast<int>(std::min<int64_t>(kFp8MaxRows, M - r));
+                          tile_fn(a + r * lda, lda, mr, src.bytes, ps, src.scale, kblocks, np, kb0, kb1, groups,
+                                  tile + r * ldt, ldt);
+                        }
+                      });
+}
+
+// Exponents of the scales of np panels when every one is a power of two that keeps each e4m3 value
+// (2^-9 .. 448) a normal bf16 after scaling; false otherwise.
+bool pow2_exponents(const float* scale, int64_t count, std::vector<int>& exps) {
+  exps.resize(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    int e = 0;
+    const float s = scale[i];
+    if (!(s > 0.0f) || std::frexp(s, &e) != 0.5f || e - 1 < -117 || e - 1 > 118) return false;
+    exps[i] = e - 1;
+  }
+  return true;
+}
+
+void gemm(const bf16_t* a, int64_t lda, int64_t M, const WeightView& w, const GemmOut& y, const detail::Runner& run) {
+  const int64_t K = w.K, N = w.N, kblocks = fp8_kblocks(K), groups = fp8_packed_k(K) / 4, kp2 = 2 * groups;
+  const int64_t panels = packed_n(N) / 16, panel_stride = kp2 * 32;
+  constexpr int64_t G = kPackedMaxPanels;
+  const int64_t col_groups = (panels + G - 1) / G;
+  const int64_t mb = std::min(M, kMBlock), mblocks = (M + mb - 1) / mb;
+  // As the bf16 driver: with enough column groups a task converts its group once for every row block.
+  const bool whole_m = col_groups >= 8;
+  const int64_t tasks = whole_m ? col_groups : col_groups * mblocks;
+  auto tile_fn = DSA_DISPATCH(gemm_packed_tile);
+  auto convert_fn = DSA_DISPATCH(fp8_panel_to_bf16);
+  run(tasks, [&](int64_t t, int) {
+    const int64_t p0 = (t % col_groups) * G;
+    const int np = static_cast<int>(std::min<int64_t>(G, panels - p0));
+    const Panels src = fp8_panels(w, p0, np);
+    thread_local std::vector<int> exps;
+    const bool folded = pow2_exponents(src.scale, np * kblocks, exps);
+    thread_local std::vector<bf16_t> b;
+    b.resize(static_cast<size_t>(np * panel_stride));
+    for (int p = 0; p < np; ++p)
+      convert_fn(src.bytes + p * groups * 64, groups, folded ? exps.data() + p * kblocks : nullptr, b.data() + p * panel_stride);
+    const int64_t ldt = np * 16;
+    thread_local std::vector<float> ctile, block;
+    const int64_t mb0 = whole_m ? 0 : t / col_groups, mb1 = whole_m ? mblocks : mb0 + 1;
+    for (int64_t mbi = mb0; mbi < mb1; ++mbi) {
+      const int64_t m0 = mbi * mb, rows = std::min(mb, M - m0);
+      ctile.resize(static_cast<size_t>(rows * ldt));
+      block.resize(static_cast<size_t>(rows * ldt));
+      const int64_t step = folded ? kKBlockPairs : kBlockPairs;
+      for (int64_t kb = 0; kb < kp2; kb += step) {
+        const int64_t kn = std::min(step, kp2 - kb);
+        // Folded scales: accumulate straight into the tile. Otherwise each 128-k block goes to
+        // `block`, then into the tile times its panel's scale.
+        float* dst = folded ? ctile.data() : block.data();
+        for (int64_t r = 0; r < rows; r += kPackedMaxRows) {
+          const int mr = static_cast<int>(std::min<int64_t>(kPackedMaxRows, rows - r));
+          tile_fn(a + (m0 + r) * lda + 2 * kb, lda, mr, b.data() + kb * 32, panel_stride, np, kn, dst + r * ldt, ldt,
+                  folded && kb > 0);
+        }
+        if (folded) continue;
+        const int64_t sb = kb / kBlockPairs;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int p = 0; p < np; ++p) {
+            const float s = src.scale[p * kblocks + sb];
+            float* c = ctile.data() + r * ldt + p * 16;
+            const float* v = block.data() + r * ldt + p * 16;
+            if (kb == 0) {
+              for (int j = 0; j < 16; ++j) c[j] = v[j] * s;
+            } else {
+              for (int j = 0; j < 16; ++j) c[j] += v[j] * s;
+            }
+          }
+      }
+      detail::store_tile(ctile.data(), ldt, rows, std::min(ldt, N - p0 * 16), y, m0, p0 * 16);
+    }
+  });
+}
+
+}  // namespace
+
+void pack_fp8_panels(const WeightView& src, int64_t panel0, int64_t panels, uint8_t* dst, float* dst_scale) {
+  const int64_t K = src.K, N = src.N, kblocks = fp8_kblocks(K), groups = fp8_packed_k(K) / 4, ps = groups * 64;
+  if (src.format == WeightFormat::Fp8Packed) {
+    std::copy(src.fp8 + panel0 * ps, src.fp8 + (panel0 + panels) * ps, dst);
+    std::copy(src.scale + panel0 * kblocks, src.scale + (panel0 + panels) * kblocks, dst_scale);
+    return;
+  }
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t n0 = (panel0 + p) * 16;
+    uint8_t* d = dst + p * ps;
+    for (int64_t g = 0; g < groups; ++g)
+      for (int pos = 0; pos < 64; ++pos) {
+        const int64_t k = 4 * g + ((pos >> 3) & 1) * 2 + (pos & 1), n = n0 + (pos >> 4) * 4 + ((pos & 7) >> 1);
+        d[g * 64 + pos] = k < K && n < N ? byte_at(src, k, n) : 0;
+      }
+    // 16 divides 128: a panel lies in one block column of the source.
+    for (int64_t kb = 0; kb < kblocks; ++kb) dst_scale[p * kblocks + kb] = scale_at(src, kb * kFp8ScaleBlock, n0);
+  }
+}
+
+void pack_fp8_weights(const WeightView& src, uint8_t* dst, float* dst_scale) {
+  const int64_t panels = packed_n(src.N) / 16, ps = fp8_packed_k(src.K) * 16, kblocks = fp8_kblocks(src.K);
+  parallel_for(panels, 1, [&](int64_t p0, int64_t p1, int) {
+    pack_fp8_panels(src, p0, p1 - p0, dst + p0 * ps, dst_scale + p0 * kblocks);
+  });
+}
+
+namespace detail {
+
+void gemm_fp8(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, const GemmOut& y, const Runner& run) {
+  std::vector<bf16_t> xpad;
+  int64_t lda = 0;
+  const bf16_t* a = padded_x(x, ldx, M, w.K, xpad, &lda);
+  if (M <= kPackedMaxRows) {
+    gemv(a, lda, M, w, y, run);
+  } else {
+    gemm(a, lda, M, w, y, run);
+  }
+}
+
+}  // namespace detail
+}  // namespace dsa

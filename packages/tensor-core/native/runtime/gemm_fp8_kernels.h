@@ -1,0 +1,38 @@
+// Micro-kernels of the FP8-weight GEMM, one copy per ISA (gemm_fp8_isa.cc), over the Fp8Packed layout
+// of dsa/gemm.h. Internal to the runtime.
+#pragma once
+#include <cstdint>
+
+#include "dsa/bf16.h"
+#include "dsa/isa.h"
+
+namespace dsa {
+
+constexpr int kFp8MaxRows = 4;    // rows of x per GEMV-kernel call
+constexpr int kFp8MaxPanels = 4;  // 16-column panels per GEMV-kernel call
+constexpr int64_t kFp8GroupsPerBlock = 32;  // 4-k groups per 128-k scale block
+
+// e4m3 byte -> value, as fp32 and as bf16 bits (exact: 3 mantissa bits fit in bf16), and the bf16
+// bits of the magnitudes 0..127 split into low and high bytes (the AVX-512 byte tables).
+struct Fp8Lut {
+  float f32[256];
+  bf16_t bf16[256];
+  alignas(64) uint8_t lo[128];
+  alignas(64) uint8_t hi[128];
+};
+const Fp8Lut& fp8_lut();
+
+// c[mr, np*16] = a[mr, :] @ W over the scale blocks [kb0, kb1): panel p's group g is the 64 bytes at
+// w + p*panel_stride + g*64 and its block kb's scale is scale[p*scale_stride + kb]; `groups` is the
+// panel's group count (Kp/4), which ends the last block. a rows are lda apart with 4*groups readable
+// values (zero padded past K). mr <= kFp8MaxRows, np <= kFp8MaxPanels.
+DSA_DECLARE_ISA_FN(void, fp8_gemv_tile,
+                   (const bf16_t* a, int64_t lda, int mr, const uint8_t* w, int64_t panel_stride, const float* scale,
+                    int64_t scale_stride, int np, int64_t kb0, int64_t kb1, int64_t groups, float* c, int64_t ldc))
+
+// One Fp8Packed panel (`groups` groups) -> the bf16 Packed layout (2*groups k-pair lines of 32 values).
+// exp2 == nullptr: the e4m3 values as they are; otherwise block kb's values times 2^exp2[kb] (exact:
+// the caller checked that every result stays a normal bf16).
+DSA_DECLARE_ISA_FN(void, fp8_panel_to_bf16, (const uint8_t* src, int64_t groups, const int* exp2, bf16_t* dst))
+
+}  // namespace dsa
