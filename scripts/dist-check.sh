@@ -3,8 +3,10 @@
 # projects outside the workspace, smoke tests against the float64 references, then the source build.
 # Runs after `turbo run build` (part of `pnpm test`); writes .ci/results/dist.json (vitest's counters,
 # one test per check). Needs the npm registry (cmake-js, node-addon-api, node-gyp-build).
-#   scripts/dist-check.sh            # linux-x64 (and linux-arm64 too if its prebuilds were built:
-#                                    # scripts/dist-arm64.sh builds them and runs the smoke under qemu)
+#   scripts/dist-check.sh                   # linux-x64
+#   DSA_DIST_ARM64=1 scripts/dist-check.sh  # also linux-arm64: cross build + smoke under qemu (pnpm dist:arm64;
+#                                           # on by default in CI, CI=true)
+# Without arm64, stale prebuilds/linux-arm64 folders are removed so that nothing old gets packed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -39,6 +41,9 @@ tarball() { ls "$TARBALLS"/dsa-"$1"-*.tgz; }
 quiet_npm() { npm --no-audit --no-fund --loglevel=error "$@"; }
 
 prebuild_x64() { bash scripts/prebuild.sh x64; }
+prebuild_arm64() { bash scripts/dist-arm64.sh --prebuild; }
+ARM64=${DSA_DIST_ARM64:-${CI:+1}}
+[ "${ARM64:-0}" = 1 ] || rm -rf packages/*/prebuilds/linux-arm64
 pack_all() {
   mkdir -p "$TARBALLS"
   for pkg in "${PACKAGES[@]}"; do
@@ -63,6 +68,21 @@ tarball_contents() {
     }
     console.log("fused pins", JSON.stringify(deps));' || bad=1
   return $bad
+}
+# The binary check can fail: a version other than package.json's, and (when the sanitizer build is
+# there) a binary linked against the shared libstdc++, are both rejected.
+check_binaries_rejects() {
+  local fake=$WORK/fake
+  mkdir -p "$fake/prebuilds/linux-x64"
+  cp packages/lightning-indexer/prebuilds/linux-x64/*.node "$fake/prebuilds/linux-x64/"
+  echo '{"name":"@dsa/fake","version":"9.9.9"}' >"$fake/package.json"
+  node scripts/check-binaries.mjs "$fake" 2>"$fake/err.txt" && return 1
+  cat "$fake/err.txt" && grep -q 'package.json says 9.9.9' "$fake/err.txt" || return 1
+  local asan=packages/tensor-core/build-asan/Release/dsa_tensor_core.node
+  [ -f "$asan" ] || return 0
+  rm "$fake"/prebuilds/linux-x64/* && cp "$asan" "$fake/prebuilds/linux-x64/"
+  node scripts/check-binaries.mjs "$fake" 2>"$fake/err.txt" && return 1
+  cat "$fake/err.txt" && grep -q 'needs .*GLIBCXX' "$fake/err.txt"
 }
 new_project() {
   mkdir -p "$1" && cp scripts/smoke.mjs "$1/" && (cd "$1" && echo '{"name":"dsa-smoke","private":true,"type":"module"}' >package.json)
@@ -92,15 +112,23 @@ rebuild_from_source() {
 arm64_smoke() { bash "$ROOT/scripts/dist-arm64.sh" --smoke-only "$WORK/all"; }
 
 check "prebuilds linux-x64 (glibc <= 2.28, no GLIBCXX, versions)" prebuild_x64
+if [ "${ARM64:-0}" = 1 ]; then
+  before=$failed
+  check "prebuilds linux-arm64 (cross build; glibc <= 2.28, no GLIBCXX, versions)" prebuild_arm64
+  # A failed arm64 build is counted; the x64 checks still run, without arm64 binaries.
+  [ "$failed" -eq "$before" ] || { ARM64=0; rm -rf packages/*/prebuilds/linux-arm64; }
+fi
+check "the binary check rejects a wrong version and a GLIBCXX dependency" check_binaries_rejects
+before=$failed
 check "pnpm pack every package (prepack checks the binaries)" pack_all
-if [ "$failed" -eq 0 ]; then
+if [ "$failed" -eq "$before" ]; then
   check "tarballs: prebuilds in, build junk out, fused pins exact stage versions" tarball_contents
   check "npm install @dsa/lightning-indexer alone (with @dsa/tensor-core)" install_indexer_alone
   check "smoke: lightning-indexer alone vs /reference (prebuild)" smoke "$WORK/indexer" indexer
   check "npm install every package" install_all
   check "smoke: every stage and the operator in both modes vs references (prebuild)" smoke "$WORK/all" all
   check "dsa --version lists the kernel versions" dsa_version
-  if ls packages/fused/prebuilds/linux-arm64/*.node >/dev/null 2>&1; then
+  if [ "${ARM64:-0}" = 1 ]; then
     check "smoke on linux-arm64 Node under qemu (prebuilds from the tarballs)" arm64_smoke
   fi
   check "without prebuilds: the error gives the npm rebuild command" missing_binary_message
