@@ -1,22 +1,27 @@
 // Load time of one DeepSeek-V3.2-sized layer from an FP8 checkpoint: writes a synthetic checkpoint of
 // the real shapes (random e4m3 bytes, random block scales; 2 shards + index) to the temp folder, then
 // times, in alternating rounds, (a) reading the same files with positional reads (the page-cache
-// read ceiling of this run), (b) ckpt.layerWeights(L) in bf16 and (c) in the FP8 form. Medians with
-// min/max. The files were just written, so they sit in the page cache: this measures the loader
-// against memory-speed reads, not the disk.
-//   node bench/checkpoint.bench.mjs [--rounds 7] [--json bench-results/checkpoint.json] [--keep]
+// read ceiling of this run), (b) first touches of as much fresh memory as the bf16 result (what any
+// load into new arrays pays), (c) ckpt.layerWeights(L) in bf16 and in the FP8 form, into new arrays
+// and with `reuse` (an earlier result's arrays overwritten: a layer-by-layer load). Medians with
+// min/max, and the process CPU time (all threads) beside the wall time: on a shared machine the
+// CPU time is the steadier figure. The files were just written, so they sit in the page cache: this
+// measures the loader against memory-speed reads, not the disk.
+//   node bench/checkpoint.bench.mjs [--rounds 7] [--json <workspace>/bench-results/checkpoint.json] [--keep]
 import { randomFillSync } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { writeSafetensors } from '@dsa/tensor-core';
+import { allocateLarge, getNumThreads, writeSafetensors } from '@dsa/tensor-core';
+import { BenchRun } from '@dsa/tensor-core/bench';
 import { openCheckpoint } from '../dist/index.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string' }, json: { type: 'string' }, keep: { type: 'boolean' } } });
 const rounds = Number(values.rounds ?? 7);
-const jsonPath = values.json ?? join(import.meta.dirname, '..', 'bench-results', 'checkpoint.json');
+const run = new BenchRun('checkpoint', { threads: getNumThreads(), quick: false, rounds, keep: values.keep === true, json: values.json ?? null });
+run.probe('before');
 
 // DeepSeek-V3.2's attention dims (what config.json says for the published model).
 const CONFIG = {
@@ -76,10 +81,11 @@ const attnBytes = Object.entries(shards).flatMap(([, t]) => Object.entries(t))
   .reduce((a, [n, t]) => a + t.data.byteLength * (n === `${p}kv_b_proj.weight` ? 0.5 : 1), 0);
 const fileBytes = shards.reduce((a, t) => a + Object.values(t).reduce((b, x) => b + x.data.byteLength, 0), 0);
 
-/** Read both shards whole with 4 MiB positional reads, double-buffered like the loader. */
+/** Read both shards whole with 4 MiB positional reads into two warm buffers, like the loader. */
+const readBufs = [new Uint8Array(4 << 20).fill(1), new Uint8Array(4 << 20).fill(1)];
 async function readFiles() {
   let n = 0;
-  const bufs = [new Uint8Array(4 << 20), new Uint8Array(4 << 20)];
+  const bufs = readBufs;
   for (const f of files) {
     const fh = await open(join(dir, f), 'r');
     let pos = 0;
@@ -97,20 +103,36 @@ async function readFiles() {
 
 const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const ckpt = await openCheckpoint(dir);
-const times = { read: [], bf16: [], fp8: [] };
+const KEYS = ['read', 'touch', 'bf16', 'fp8', 'bf16Reuse', 'fp8Reuse'];
+const times = Object.fromEntries(KEYS.map((k) => [k, []]));
+const cpu = Object.fromEntries(KEYS.map((k) => [k, []]));
+/** Wall and process CPU time (all threads) of one awaited call. */
+async function timed(key, fn) {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const r = await fn();
+  times[key].push(performance.now() - t0);
+  const c = process.cpuUsage(c0);
+  cpu[key].push((c.user + c.system) / 1e3);
+  return r;
+}
 let outBytes = { bf16: 0, fp8: 0 };
 await readFiles(); // warm the page cache and the file system
-await ckpt.layerWeights(0);
+let keepB = await ckpt.layerWeights(0);
+let keepF = await ckpt.layerWeights(0, { dtype: 'float8_e4m3fn' });
+const touchBytes = Object.values(keepB).reduce((a, t) => a + t.data.byteLength, 0);
+let sink = 0;
 for (let r = 0; r < rounds; r++) {
-  let t0 = performance.now();
-  await readFiles();
-  times.read.push(performance.now() - t0);
-  t0 = performance.now();
-  const wb = await ckpt.layerWeights(0);
-  times.bf16.push(performance.now() - t0);
-  t0 = performance.now();
-  const wf = await ckpt.layerWeights(0, { dtype: 'float8_e4m3fn' });
-  times.fp8.push(performance.now() - t0);
+  await timed('read', readFiles);
+  await timed('touch', async () => {
+    const a = new Uint8Array(allocateLarge(touchBytes)); // allocated as the loader allocates its results
+    for (let i = 0; i < a.length; i += 4096) a[i] = 1; // one write per page
+    sink += a[a.length - 1];
+  });
+  const wb = await timed('bf16', () => ckpt.layerWeights(0));
+  const wf = await timed('fp8', () => ckpt.layerWeights(0, { dtype: 'float8_e4m3fn' }));
+  keepB = await timed('bf16Reuse', () => ckpt.layerWeights(0, { reuse: keepB }));
+  keepF = await timed('fp8Reuse', () => ckpt.layerWeights(0, { dtype: 'float8_e4m3fn', reuse: keepF }));
   outBytes = {
     bf16: Object.values(wb).reduce((a, t) => a + t.data.byteLength, 0),
     fp8: Object.values(wf).reduce((a, t) => a + t.data.byteLength + (t.blockScale?.data.byteLength ?? 0), 0),
@@ -119,24 +141,39 @@ for (let r = 0; r < rounds; r++) {
 await ckpt.close();
 if (!values.keep) rmSync(dir, { recursive: true, force: true });
 
-const stats = (ms, bytes) => ({ medianMs: median(ms), minMs: Math.min(...ms), maxMs: Math.max(...ms), mbPerS: bytes / 1e6 / (median(ms) / 1e3) });
+const stats = (key, bytes) => {
+  const ms = times[key];
+  return { medianMs: median(ms), minMs: Math.min(...ms), maxMs: Math.max(...ms), mbPerS: bytes / 1e6 / (median(ms) / 1e3), cpuMedianMs: median(cpu[key]) };
+};
 const result = {
-  cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, node: process.version, rounds,
+  rounds,
   note: 'files freshly written, so in the page cache: reads run at memory speed, not disk speed; alternating rounds on a shared machine',
   layerFileBytes: attnBytes, shardBytes: fileBytes,
-  pageCacheRead: stats(times.read, fileBytes),
-  bf16: { ...stats(times.bf16, attnBytes), outputBytes: outBytes.bf16 },
-  fp8: { ...stats(times.fp8, attnBytes), outputBytes: outBytes.fp8 },
+  threads: getNumThreads(),
+  pageCacheRead: stats('read', fileBytes),
+  freshMemoryTouch: stats('touch', touchBytes),
+  bf16: { ...stats('bf16', attnBytes), outputBytes: outBytes.bf16 },
+  fp8: { ...stats('fp8', attnBytes), outputBytes: outBytes.fp8 },
+  bf16Reuse: { ...stats('bf16Reuse', attnBytes), outputBytes: outBytes.bf16 },
+  fp8Reuse: { ...stats('fp8Reuse', attnBytes), outputBytes: outBytes.fp8 },
 };
 const f = (v, d = 1) => v.toFixed(d);
 console.log(`checkpoint load, one DeepSeek-V3.2 layer's attention weights (${f(attnBytes / 1e6)} MB of FP8 + scales read; ${rounds} alternating rounds)`);
-console.log(`CPU ${result.cpu} (${result.cores} logical cores), Node ${process.version}`);
-console.log('  what                          median ms    min ms    max ms     MB/s read   output MB');
-const row = (name, s, out) => console.log(`  ${name.padEnd(28)} ${f(s.medianMs).padStart(9)} ${f(s.minMs).padStart(9)} ${f(s.maxMs).padStart(9)} ${f(s.mbPerS, 0).padStart(13)} ${out === undefined ? '' : f(out / 1e6).padStart(11)}`);
+console.log('  what                          median ms    min ms    max ms   CPU ms     MB/s read   output MB');
+const row = (name, s, out) => console.log(`  ${name.padEnd(28)} ${f(s.medianMs).padStart(9)} ${f(s.minMs).padStart(9)} ${f(s.maxMs).padStart(9)} ${f(s.cpuMedianMs, 0).padStart(8)} ${f(s.mbPerS, 0).padStart(13)} ${out === undefined ? '' : f(out / 1e6).padStart(11)}`);
 row('page-cache read (ceiling)', result.pageCacheRead);
+console.log(`  first touch of ${f(touchBytes / 1e6)} MB fresh memory ${f(result.freshMemoryTouch.medianMs).padStart(9)} ms (${f(result.freshMemoryTouch.cpuMedianMs, 0)} ms CPU): the floor of any load into new arrays`);
 row('layerWeights bf16 [in,out]', result.bf16, outBytes.bf16);
 row("layerWeights 'float8_e4m3fn'", result.fp8, outBytes.fp8);
-console.log(`  bf16 load reaches ${f((100 * result.bf16.mbPerS) / result.pageCacheRead.mbPerS, 0)}% of the read rate, FP8 ${f((100 * result.fp8.mbPerS) / result.pageCacheRead.mbPerS, 0)}% (${result.note})`);
-mkdirSync(dirname(jsonPath), { recursive: true });
-writeFileSync(jsonPath, JSON.stringify({ ...result, times }, null, 2));
-console.log(`wrote ${jsonPath}`);
+row('bf16, reuse', result.bf16Reuse, outBytes.bf16);
+row("'float8_e4m3fn', reuse", result.fp8Reuse, outBytes.fp8);
+const pctOf = (s) => `${f((100 * s.mbPerS) / result.pageCacheRead.mbPerS, 0)}%`;
+console.log(`  of the read rate: bf16 ${pctOf(result.bf16)} (reuse ${pctOf(result.bf16Reuse)}), FP8 ${pctOf(result.fp8)} (reuse ${pctOf(result.fp8Reuse)})`);
+console.log(`  (${result.note})`);
+if (sink < 0) console.log(sink);
+run.probe('after');
+run.row({ ...result, times, cpuTimes: cpu });
+run.summarize("checkpoint load, one layer's attention weights from page-cached FP8 shards",
+  `bf16 ${pctOf(result.bf16)} (reusing arrays ${pctOf(result.bf16Reuse)}), FP8 ${pctOf(result.fp8)} (reusing ${pctOf(result.fp8Reuse)}) of the page-cache read rate ` +
+  `(${f(result.bf16.medianMs)} / ${f(result.fp8.medianMs)} ms vs ${f(result.pageCacheRead.medianMs)} ms)`);
+run.write(values.json);

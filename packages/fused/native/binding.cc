@@ -34,15 +34,18 @@ class Layer : public Napi::ObjectWrap<Layer> {
     if (info.Length() < 1 || !info[0].IsObject()) throw_error(env, Code::Argument, "weights: expected an object of tensors");
     Napi::Object w = info[0].As<Napi::Object>();
     fused::WeightsIn in;
-    TensorArg wdq = get_tensor(env, w.Get("wDq"), "wDq", DType::BF16, 2, true);
-    TensorArg wuqqr = get_tensor(env, w.Get("wUqQr"), "wUqQr", DType::BF16, 2, true);
-    TensorArg wuk = get_tensor(env, w.Get("wUk"), "wUk", DType::BF16, 3);
-    TensorArg wdkvkr = get_tensor(env, w.Get("wDkvKr"), "wDkvKr", DType::BF16, 2, true);
+    // 2-D weights: bf16 (ND, NZ, PACKED) or block-scaled FP8 (NT, ND, PACKED); wUk bf16 ND or FP8 ND/PACKED.
+    TensorArg wdq = get_weight(env, w.Get("wDq"), "wDq");
+    TensorArg wuqqr = get_weight(env, w.Get("wUqQr"), "wUqQr");
+    const bool uk_fp8 = w.Get("wUk").IsObject() && w.Get("wUk").As<Napi::Object>().Get("dtype").ToString().Utf8Value() == "float8_e4m3fn";
+    TensorArg wuk = uk_fp8 ? get_fp8_weight(env, w.Get("wUk"), "wUk", 3) : get_tensor(env, w.Get("wUk"), "wUk", DType::BF16, 3);
+    if (uk_fp8 && wuk.format == WeightFormat::Fp8NT) throw_error(env, Code::Format, "wUk: expected format ND or PACKED for a float8_e4m3fn wUk, got NT");
+    TensorArg wdkvkr = get_weight(env, w.Get("wDkvKr"), "wDkvKr");
     TensorArg gcq = get_tensor(env, w.Get("gammaCq"), "gammaCq", DType::BF16, 1);
     TensorArg gckv = get_tensor(env, w.Get("gammaCkv"), "gammaCkv", DType::BF16, 1);
-    TensorArg wqb = get_tensor(env, w.Get("wIdxQb"), "wIdxQb", DType::BF16, 2, true);
-    TensorArg wk = get_tensor(env, w.Get("wIdxK"), "wIdxK", DType::BF16, 2, true);
-    TensorArg wp = get_tensor(env, w.Get("wIdxProj"), "wIdxProj", DType::BF16, 2, true);
+    TensorArg wqb = get_weight(env, w.Get("wIdxQb"), "wIdxQb");
+    TensorArg wk = get_weight(env, w.Get("wIdxK"), "wIdxK");
+    TensorArg wp = get_weight(env, w.Get("wIdxProj"), "wIdxProj");
     TensorArg gk = get_tensor(env, w.Get("inGammaK"), "inGammaK", DType::BF16, 1);
     TensorArg bk = get_tensor(env, w.Get("inBetaK"), "inBetaK", DType::BF16, 1);
     fused::Dims& d = in.d;
@@ -64,7 +67,13 @@ class Layer : public Napi::ObjectWrap<Layer> {
     in.w_idx_qb = wqb.weight();
     in.w_idx_k = wk.weight();
     in.w_idx_proj = wp.weight();
-    in.w_uk = wuk.ptr<const bf16_t>();
+    if (uk_fp8) {
+      in.w_uk_fp8 = wuk.ptr<const uint8_t>();
+      in.w_uk_scale = wuk.scale;
+    } else {
+      in.w_uk = wuk.ptr<const bf16_t>();
+    }
+    in.w_uk_format = wuk.format;
     in.gamma_cq = gcq.ptr<const bf16_t>();
     in.gamma_ckv = gckv.ptr<const bf16_t>();
     in.gamma_k = gk.ptr<const bf16_t>();

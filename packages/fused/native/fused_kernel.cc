@@ -20,21 +20,73 @@ bf16_t element(const WeightView& w, int64_t k, int64_t n) {
     case WeightFormat::NT: return w.data[n * w.K + k];
     case WeightFormat::Packed:
       return w.data[((n >> 4) * (packed_k(w.K) / 2) + (k >> 1)) * 32 + (n & 15) * 2 + (k & 1)];
+    default: break;  // FP8 weights are packed by pack_fp8_weights
   }
   return 0;
 }
 
 Status check_weight(const char* name, const WeightView& w, int64_t K, int64_t N) {
-  if (w.data == nullptr || w.K != K || w.N != N)
+  if (!w.present() || w.K != K || w.N != N)
     return Status::Error(Code::Shape, std::string(name) + ": expected [" + std::to_string(K) + ", " + std::to_string(N) +
                                           "], got [" + std::to_string(w.K) + ", " + std::to_string(w.N) + "]");
   return Status::Ok();
 }
 
-std::vector<bf16_t> packed(const WeightView& w) {
-  std::vector<bf16_t> out(static_cast<size_t>(packed_elements(w.K, w.N)));
-  pack_weights(w, out.data());
-  return out;
+// Room for `panels` 16-column panels of a [K, *] weight in the kernels' layout (bf16 or FP8).
+PackedWeight packed_storage(bool fp8, int64_t K, int64_t N) {
+  PackedWeight p;
+  p.view.K = K;
+  p.view.N = N;
+  if (fp8) {
+    p.fp8.resize(static_cast<size_t>(fp8_packed_bytes(K, N)));
+    p.scale.resize(static_cast<size_t>(fp8_scales(WeightFormat::Fp8Packed, K, N)));
+    p.view.format = WeightFormat::Fp8Packed;
+    p.view.fp8 = p.fp8.data();
+    p.view.scale = p.scale.data();
+  } else {
+    p.bf16.resize(static_cast<size_t>(packed_elements(K, N)));
+    p.view.format = WeightFormat::Packed;
+    p.view.data = p.bf16.data();
+  }
+  return p;
+}
+
+PackedWeight packed(const WeightView& w) {
+  PackedWeight p = packed_storage(w.is_fp8(), w.K, w.N);
+  if (w.is_fp8()) {
+    pack_fp8_weights(w, p.fp8.data(), p.scale.data());
+  } else {
+    pack_weights(w, p.bf16.data());
+  }
+  return p;
+}
+
+// Join consecutive weights [K, N_i] column-wise into one packed weight: bf16 element by element,
+// FP8 panel by panel (every width but the last a multiple of 16, so each panel has one source).
+PackedWeight joined(const std::vector<const WeightView*>& parts) {
+  const int64_t K = parts[0]->K;
+  int64_t cols = 0;
+  for (const WeightView* w : parts) cols += w->N;
+  if (parts.size() == 1) return packed(*parts[0]);
+  if (parts[0]->is_fp8()) {
+    PackedWeight p = packed_storage(true, K, cols);
+    const int64_t ps = fp8_packed_k(K) * 16, kb = fp8_kblocks(K);
+    int64_t c = 0;
+    for (const WeightView* w : parts) {
+      pack_fp8_weights(*w, p.fp8.data() + c / 16 * ps, p.scale.data() + c / 16 * kb);
+      c += w->N;
+    }
+    return p;
+  }
+  std::vector<bf16_t> nd(static_cast<size_t>(K * cols));
+  parallel_for(K, 64, [&](int64_t k0, int64_t k1, int) {
+    for (int64_t k = k0; k < k1; ++k) {
+      int64_t c = 0;
+      for (const WeightView* w : parts)
+        for (int64_t n = 0; n < w->N; ++n) nd[k * cols + c++] = element(*w, k, n);
+    }
+  });
+  return packed(WeightView{nd.data(), K, cols, WeightFormat::ND});
 }
 
 template <class T>
@@ -79,9 +131,14 @@ double ms_since(std::chrono::steady_clock::time_point& t) {
 
 }  // namespace
 
+int64_t PackedWeight::bytes() const {
+  return static_cast<int64_t>(2 * bf16.size() + fp8.size() + 4 * scale.size());
+}
+
 int64_t Prepared::bytes() const {
-  return 2 * static_cast<int64_t>(w_x.size() + w_uq_qr.size() + w_uk.size() + w_idx_qb.size() + gamma_cq.size() +
-                                  gamma_ckv.size() + gamma_k.size() + beta_k.size());
+  int64_t b = w_uq_qr.bytes() + w_uk.bytes() + w_idx_qb.bytes();
+  for (const XPart& p : x_parts) b += p.w.bytes();
+  return b + 2 * static_cast<int64_t>(gamma_cq.size() + gamma_ckv.size() + gamma_k.size() + beta_k.size());
 }
 
 Status prepare(const WeightsIn& in, Prepared* out) noexcept {
@@ -95,27 +152,50 @@ Status prepare(const WeightsIn& in, Prepared* out) noexcept {
   DSA_RETURN_IF_ERROR(check_weight("wIdxQb", in.w_idx_qb, d.q_lora, d.idx_heads * d.idx_dim));
   DSA_RETURN_IF_ERROR(check_weight("wIdxK", in.w_idx_k, d.h, d.idx_dim));
   DSA_RETURN_IF_ERROR(check_weight("wIdxProj", in.w_idx_proj, d.h, d.idx_heads));
-  if (!in.w_uk || !in.gamma_cq || !in.gamma_ckv || !in.gamma_k || !in.beta_k)
+  const WeightFormat uk = in.w_uk_format;
+  const bool uk_fp8 = uk == WeightFormat::Fp8ND || uk == WeightFormat::Fp8Packed;
+  if ((uk_fp8 ? !in.w_uk_fp8 || !in.w_uk_scale : uk != WeightFormat::ND || !in.w_uk) || !in.gamma_cq || !in.gamma_ckv ||
+      !in.gamma_k || !in.beta_k)
     return Status::Error(Code::Argument, "weights: a weight is missing");
   try {
     Prepared p;
     p.d = d;
-    // Join the four x-side weights column-wise, then pack the result once.
-    const int64_t cols = d.x_cols();
-    std::vector<bf16_t> joined(static_cast<size_t>(d.h * cols));
+    // The x-side weights, joined where the dtypes allow (see Prepared::x_parts).
     const WeightView* parts[] = {&in.w_dq, &in.w_dkv_kr, &in.w_idx_k, &in.w_idx_proj};
-    parallel_for(d.h, 64, [&](int64_t k0, int64_t k1, int) {
-      for (int64_t k = k0; k < k1; ++k) {
-        int64_t c = 0;
-        for (const WeightView* w : parts)
-          for (int64_t n = 0; n < w->N; ++n) joined[k * cols + c++] = element(*w, k, n);
+    std::vector<const WeightView*> run;
+    int64_t col = 0, run_col = 0;
+    for (const WeightView* w : parts) {
+      const bool joins = !run.empty() && run.back()->is_fp8() == w->is_fp8() && (!w->is_fp8() || run.back()->N % 16 == 0);
+      if (!run.empty() && !joins) {
+        p.x_parts.push_back({run_col, joined(run)});
+        run.clear();
+        run_col = col;
       }
-    });
-    p.w_x = packed(WeightView{joined.data(), d.h, cols, WeightFormat::ND});
+      run.push_back(w);
+      col += w->N;
+    }
+    p.x_parts.push_back({run_col, joined(run)});
     p.w_uq_qr = packed(in.w_uq_qr);
     p.w_idx_qb = packed(in.w_idx_qb);
-    p.w_uk.resize(static_cast<size_t>(mla::packed_w_uk_elements(d.n, d.qk_nope, d.kv_lora)));
-    mla::pack_w_uk(in.w_uk, d.n, d.qk_nope, d.kv_lora, p.w_uk.data());
+    if (uk_fp8) {
+      // Each head packed on its own (mla::Args' Fp8Packed W_UK layout).
+      PackedWeight& w = p.w_uk;
+      const int64_t in_bytes = fp8_bytes(uk, d.qk_nope, d.kv_lora), in_scales = fp8_scales(uk, d.qk_nope, d.kv_lora);
+      const int64_t out_bytes = fp8_packed_bytes(d.qk_nope, d.kv_lora);
+      const int64_t out_scales = fp8_scales(WeightFormat::Fp8Packed, d.qk_nope, d.kv_lora);
+      w.fp8.resize(static_cast<size_t>(d.n * out_bytes));
+      w.scale.resize(static_cast<size_t>(d.n * out_scales));
+      parallel_tasks(d.n, [&](int64_t h, int) {
+        WeightView src{nullptr, d.qk_nope, d.kv_lora, uk, in.w_uk_fp8 + h * in_bytes, in.w_uk_scale + h * in_scales};
+        pack_fp8_panels(src, 0, packed_n(d.kv_lora) / 16, w.fp8.data() + h * out_bytes, w.scale.data() + h * out_scales);
+      });
+      w.view = WeightView{nullptr, d.qk_nope, d.kv_lora, WeightFormat::Fp8Packed, w.fp8.data(), w.scale.data()};
+    } else {
+      PackedWeight& w = p.w_uk;
+      w.bf16.resize(static_cast<size_t>(mla::packed_w_uk_elements(d.n, d.qk_nope, d.kv_lora)));
+      mla::pack_w_uk(in.w_uk, d.n, d.qk_nope, d.kv_lora, w.bf16.data());
+      w.view = WeightView{w.bf16.data(), d.qk_nope, d.kv_lora, WeightFormat::Packed};
+    }
     p.gamma_cq.assign(in.gamma_cq, in.gamma_cq + d.q_lora);
     p.gamma_ckv.assign(in.gamma_ckv, in.gamma_ckv + d.kv_lora);
     p.gamma_k.assign(in.gamma_k, in.gamma_k + d.idx_dim);
@@ -167,8 +247,9 @@ Status run_impl(const Prepared& p, const Step& s, Workspace& ws, Times* times) {
   mla::Args m;
   m.T = T; m.h = d.h; m.q_lora = d.q_lora; m.n = d.n; m.qk_nope = d.qk_nope; m.rope = d.rope; m.kv_lora = d.kv_lora;
   m.block_num = s.block_num; m.block_size = s.block_size;
-  m.w_uq_qr = WeightView{p.w_uq_qr.data(), d.q_lora, d.n * (d.qk_nope + d.rope), WeightFormat::Packed};
-  m.w_uk = p.w_uk.data(); m.w_uk_format = WeightFormat::Packed;
+  m.w_uq_qr = p.w_uq_qr.view;
+  m.w_uk = p.w_uk.view.data; m.w_uk_fp8 = p.w_uk.view.fp8; m.w_uk_scale = p.w_uk.view.scale;
+  m.w_uk_format = p.w_uk.view.format;
   m.gamma_cq = p.gamma_cq.data(); m.gamma_ckv = p.gamma_ckv.data();
   m.sin = s.sin; m.cos = s.cos; m.cache_index = s.cache_index;
   m.kv_cache = s.kv_cache; m.kr_cache = s.kr_cache;
@@ -178,7 +259,7 @@ Status run_impl(const Prepared& p, const Step& s, Workspace& ws, Times* times) {
   ip::Args q;
   q.tokens = T; q.hidden = d.h; q.q_lora = d.q_lora; q.heads = d.idx_heads; q.head_dim = d.idx_dim; q.rope = d.rope;
   q.cache_rows = cache_rows; q.q_norm = ws.q_norm.data();
-  q.w_qb = WeightView{p.w_idx_qb.data(), d.q_lora, d.idx_heads * d.idx_dim, WeightFormat::Packed};
+  q.w_qb = p.w_idx_qb.view;
   q.gamma_k = p.gamma_k.data(); q.beta_k = p.beta_k.data();
   q.sin = s.sin; q.cos = s.cos; q.cache_index = s.cache_index; q.index_k_cache = s.index_k_cache;
   q.query = ws.query.data(); q.weights = ws.weights.data();
@@ -205,8 +286,9 @@ Status run_impl(const Prepared& p, const Step& s, Workspace& ws, Times* times) {
   // mla::validate wants the x side too; it checks shapes only, so describe the joined weight's
   // columns as the two views (run_from_projections below does not read them).
   m.x = s.x;
-  m.w_dq = WeightView{p.w_x.data(), d.h, d.q_lora, WeightFormat::Packed};
-  m.w_dkv_kr = WeightView{p.w_x.data(), d.h, d.kv_lora + d.rope, WeightFormat::Packed};
+  m.w_dq = m.w_dkv_kr = p.x_parts[0].w.view;
+  m.w_dq.N = d.q_lora;
+  m.w_dkv_kr.N = d.kv_lora + d.rope;
   DSA_RETURN_IF_ERROR(mla::validate(m));
   m.x = nullptr;
   m.w_dq = m.w_dkv_kr = WeightView{};
@@ -229,9 +311,10 @@ Status run_impl(const Prepared& p, const Step& s, Workspace& ws, Times* times) {
   if (cancelled(s.cancel)) return abort();
   auto t = std::chrono::steady_clock::now();
   Times tm;
-  GemmOut proj{ws.proj.data(), d.x_cols(), OutType::F32, false};
-  if (!matmul(s.x, d.h, T, WeightView{p.w_x.data(), d.h, d.x_cols(), WeightFormat::Packed}, proj))
-    return Status::Error(Code::Internal, "x: projection failed");
+  for (const Prepared::XPart& part : p.x_parts) {
+    GemmOut proj{ws.proj.data() + part.col, d.x_cols(), OutType::F32, false};
+    if (!matmul(s.x, d.h, T, part.w.view, proj)) return Status::Error(Code::Internal, "x: projection failed");
+  }
   tm.projections = ms_since(t);
   const float* pr = ws.proj.data();
   const int64_t ld = d.x_cols();

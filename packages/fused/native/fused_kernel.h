@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dsa/gemm.h"
+#include "dsa/large_alloc.h"
 #include "dsa/status.h"
 
 namespace dsa {
@@ -18,21 +19,42 @@ struct Dims {
   int64_t x_cols() const { return q_lora + kv_lora + rope + idx_dim + idx_heads; }
 };
 
-// The layer's weights as given (any of ND, NZ, Packed for the 2-D ones).
+// The layer's weights as given: the 2-D ones in any bf16 format (ND, NZ, Packed) or block-scaled FP8
+// (Fp8NT, Fp8ND, Fp8Packed); W_UK bf16 ND, or FP8 Fp8ND / Fp8Packed per head (mla::Args' layout).
 struct WeightsIn {
   Dims d;
   WeightView w_dq, w_uq_qr, w_dkv_kr, w_idx_qb, w_idx_k, w_idx_proj;
   const bf16_t* w_uk = nullptr;  // [n, qk_nope, kv_lora] ND
+  const uint8_t* w_uk_fp8 = nullptr;
+  const float* w_uk_scale = nullptr;
+  WeightFormat w_uk_format = WeightFormat::ND;
   const bf16_t *gamma_cq = nullptr, *gamma_ckv = nullptr, *gamma_k = nullptr, *beta_k = nullptr;
+};
+
+// A weight in the kernels' layout, owned here: bf16 Packed, or FP8 Fp8Packed (half the bytes). The
+// streamed bytes live in large_alloc memory (2 MiB-aligned, huge pages advised).
+struct PackedWeight {
+  WeightView view;  // points into the vectors below
+  large_vector<bf16_t> bf16;
+  large_vector<uint8_t> fp8;
+  large_vector<float> scale;
+  int64_t bytes() const;
 };
 
 // The weights in the kernels' layouts, owned here (the caller's buffers are not needed afterwards).
 struct Prepared {
   Dims d;
-  std::vector<bf16_t> w_x;       // packed [h, x_cols]: W_DQ | W_DKVKR | W_idx_k | W_idx_proj
-  std::vector<bf16_t> w_uq_qr;   // packed [q_lora, n*(qk_nope+rope)]
-  std::vector<bf16_t> w_uk;      // mla::pack_w_uk layout
-  std::vector<bf16_t> w_idx_qb;  // packed [q_lora, idx_heads*idx_dim]
+  // x @ [W_DQ | W_DKVKR | W_idx_k | W_idx_proj] as few products as the dtypes allow: consecutive
+  // weights of one dtype are joined column-wise (FP8 ones where the widths are multiples of 16), so
+  // all-bf16 weights are one packed [h, x_cols] weight and x is read once. `col`: first column.
+  struct XPart {
+    int64_t col = 0;
+    PackedWeight w;
+  };
+  std::vector<XPart> x_parts;
+  PackedWeight w_uq_qr;   // [q_lora, n*(qk_nope+rope)]
+  PackedWeight w_idx_qb;  // [q_lora, idx_heads*idx_dim]
+  PackedWeight w_uk;      // n heads: bf16 in mla::pack_w_uk's layout, or FP8 packed per head
   std::vector<bf16_t> gamma_cq, gamma_ckv, gamma_k, beta_k;
   int64_t bytes() const;
 };

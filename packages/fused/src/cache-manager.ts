@@ -1,4 +1,4 @@
-import { DsaError, ErrorCode, zeros, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import { DsaError, ErrorCode, largeZeros, zeros, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
 
 export interface PagedCacheConfig {
   /** Physical blocks in the pool (shared by all sequences). */
@@ -48,9 +48,10 @@ export class PagedCacheManager {
     const { numBlocks, blockSize } = config;
     this.blockSize = blockSize;
     this.maxBlocksPerSeq = config.maxBlocksPerSeq ?? Math.max(1, numBlocks);
-    this.kvCache = zeros('bfloat16', [numBlocks, blockSize, 1, config.kvLora]);
-    this.krCache = zeros('bfloat16', [numBlocks, blockSize, 1, config.rope]);
-    this.indexKCache = zeros('bfloat16', [numBlocks, blockSize, 1, config.indexDim]);
+    // Streamed by the kernels: huge-page backed where the OS allows (largeZeros).
+    this.kvCache = largeZeros('bfloat16', [numBlocks, blockSize, 1, config.kvLora]);
+    this.krCache = largeZeros('bfloat16', [numBlocks, blockSize, 1, config.rope]);
+    this.indexKCache = largeZeros('bfloat16', [numBlocks, blockSize, 1, config.indexDim]);
     this.freeBlocks = Array.from({ length: numBlocks }, (_, i) => numBlocks - 1 - i);
   }
 

@@ -5,7 +5,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import {
-  DsaError, ErrorCode, openSafetensors, rowsToBf16, SAFETENSORS_ITEMSIZE, signalOption,
+  allocateLarge, DsaError, ErrorCode, openSafetensors, rowsToBf16, SAFETENSORS_ITEMSIZE, signalOption,
   type Bf16Tensor, type Fp8Weight, type SafetensorsFile, type SafetensorsTensorInfo, type StoredWeightDtype,
 } from '@dsa/tensor-core';
 import { optionsFor, parseConfig, ropeTables, type CheckpointConfig } from './checkpoint-config.js';
@@ -44,6 +44,12 @@ export interface LayerLoadOptions<D extends 'bfloat16' | 'float8_e4m3fn' = 'bflo
   onProgress?: (p: LoadProgress) => void;
   /** Aborting stops the load at the next strip and rejects with DSA_E_ABORTED. */
   signal?: AbortSignal;
+  /**
+   * An earlier result of the same call (same dtype) whose arrays are overwritten instead of
+   * allocating new ones: loading layer after layer then touches no fresh memory (first touches of
+   * fresh pages can cost more than the reads). It must no longer be in use.
+   */
+  reuse?: object;
 }
 
 export interface OpenCheckpointOptions {
@@ -80,6 +86,8 @@ interface Matrix extends Located {
 
 /** What one load does between strips: abort and close checks, progress. */
 interface LoadContext {
+  /** Arrays of an earlier result to overwrite, by key. */
+  reuse: Record<string, { data?: unknown }> | undefined;
   total: number;
   done: number;
   signal: AbortSignal | undefined;
@@ -101,6 +109,7 @@ export class Checkpoint {
   private readonly shards = new Map<string, Promise<SafetensorsFile>>();
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly cache = new Map<string, Promise<unknown>>();
+  private readonly spare: Uint8Array[] = [];
   private closed = false;
 
   /** @internal use openCheckpoint */
@@ -148,8 +157,8 @@ export class Checkpoint {
     return this.cached(`${layer}:wUv:${dtype}`, options, async () => {
       const c = this.config;
       const m = await this.matrix(layer, 'kv_b_proj', c.numAttentionHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank, '[heads · (qk_nope + v_head), kv_lora_rank]');
-      const ctx = this.context(options, m.info.byteLength * (c.vHeadDim / (c.qkNopeHeadDim + c.vHeadDim)));
-      return dtype === 'bfloat16' ? this.headsBf16(m, c.qkNopeHeadDim, c.vHeadDim, ctx) : this.headsFp8(m, c.qkNopeHeadDim, c.vHeadDim, ctx);
+      const ctx = this.context({ ...options, reuse: options.reuse && { wUv: options.reuse } }, m.info.byteLength * (c.vHeadDim / (c.qkNopeHeadDim + c.vHeadDim)));
+      return dtype === 'bfloat16' ? this.headsBf16(m, c.qkNopeHeadDim, c.vHeadDim, ctx, 'wUv') : this.headsFp8(m, c.qkNopeHeadDim, c.vHeadDim, ctx, 'wUv');
     });
   }
 
@@ -181,6 +190,7 @@ export class Checkpoint {
     this.closed = true;
     await Promise.allSettled([...this.inflight]);
     this.cache.clear();
+    this.spare.length = 0;
     const files = await Promise.allSettled([...this.shards.values()]);
     await Promise.all(files.map((f) => (f.status === 'fulfilled' ? f.value.close() : undefined)));
   }
@@ -199,7 +209,8 @@ export class Checkpoint {
   /** Run a load once per key when caching; track it so close() can wait for it. */
   private cached<T>(key: string, options: LayerLoadOptions, load: () => Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(new DsaError(ErrorCode.STATE, `${this.dir}: the checkpoint is closed`, 'checkpoint'));
-    const hit = this.cache.get(key) as Promise<T> | undefined;
+    // A load into reused arrays is never cached (the next reuse would overwrite the cached result).
+    const hit = options.reuse === undefined ? (this.cache.get(key) as Promise<T> | undefined) : undefined;
     if (hit) {
       this.cache.delete(key);
       this.cache.set(key, hit);
@@ -211,7 +222,7 @@ export class Checkpoint {
     const p = load();
     this.inflight.add(p);
     void p.then(() => this.inflight.delete(p), () => this.inflight.delete(p));
-    if (this.cacheLayers > 0) {
+    if (this.cacheLayers > 0 && options.reuse === undefined) {
       this.cache.set(key, p);
       p.catch(() => this.cache.get(key) === p && this.cache.delete(key));
       while (this.cache.size > this.cacheLayers) this.cache.delete(this.cache.keys().next().value!);
@@ -260,36 +271,53 @@ export class Checkpoint {
     const ctx = this.context(options, total);
     if (dtype === 'bfloat16') {
       return {
-        wDq: await this.transposed(wDq, ctx),
-        wUqQr: await this.transposed(wUqQr, ctx),
-        wUk: await this.headsBf16(kvB, 0, c.qkNopeHeadDim, ctx),
-        wDkvKr: await this.transposed(wDkvKr, ctx),
-        gammaCq: await this.vectorBf16(norms[0]!, ctx),
-        gammaCkv: await this.vectorBf16(norms[1]!, ctx),
-        wIdxQb: await this.transposed(wIdxQb, ctx),
-        wIdxK: await this.transposed(wIdxK, ctx),
-        wIdxProj: await this.transposed(wIdxProj, ctx),
-        inGammaK: await this.vectorBf16(norms[2]!, ctx),
-        inBetaK: await this.vectorBf16(norms[3]!, ctx),
+        wDq: await this.transposed(wDq, ctx, 'wDq'),
+        wUqQr: await this.transposed(wUqQr, ctx, 'wUqQr'),
+        wUk: await this.headsBf16(kvB, 0, c.qkNopeHeadDim, ctx, 'wUk'),
+        wDkvKr: await this.transposed(wDkvKr, ctx, 'wDkvKr'),
+        gammaCq: await this.vectorBf16(norms[0]!, ctx, 'gammaCq'),
+        gammaCkv: await this.vectorBf16(norms[1]!, ctx, 'gammaCkv'),
+        wIdxQb: await this.transposed(wIdxQb, ctx, 'wIdxQb'),
+        wIdxK: await this.transposed(wIdxK, ctx, 'wIdxK'),
+        wIdxProj: await this.transposed(wIdxProj, ctx, 'wIdxProj'),
+        inGammaK: await this.vectorBf16(norms[2]!, ctx, 'inGammaK'),
+        inBetaK: await this.vectorBf16(norms[3]!, ctx, 'inBetaK'),
       };
     }
     return {
-      wDq: await this.asStored(wDq, ctx),
-      wUqQr: await this.asStored(wUqQr, ctx),
-      wUk: await this.headsFp8(kvB, 0, c.qkNopeHeadDim, ctx),
-      wDkvKr: await this.asStored(wDkvKr, ctx),
-      gammaCq: await this.vectorBf16(norms[0]!, ctx),
-      gammaCkv: await this.vectorBf16(norms[1]!, ctx),
-      wIdxQb: await this.asStored(wIdxQb, ctx),
-      wIdxK: await this.asStored(wIdxK, ctx),
-      wIdxProj: await this.transposed(wIdxProj, ctx),
-      inGammaK: await this.vectorBf16(norms[2]!, ctx),
-      inBetaK: await this.vectorBf16(norms[3]!, ctx),
+      wDq: await this.asStored(wDq, ctx, 'wDq'),
+      wUqQr: await this.asStored(wUqQr, ctx, 'wUqQr'),
+      wUk: await this.headsFp8(kvB, 0, c.qkNopeHeadDim, ctx, 'wUk'),
+      wDkvKr: await this.asStored(wDkvKr, ctx, 'wDkvKr'),
+      gammaCq: await this.vectorBf16(norms[0]!, ctx, 'gammaCq'),
+      gammaCkv: await this.vectorBf16(norms[1]!, ctx, 'gammaCkv'),
+      wIdxQb: await this.asStored(wIdxQb, ctx, 'wIdxQb'),
+      wIdxK: await this.asStored(wIdxK, ctx, 'wIdxK'),
+      wIdxProj: await this.transposed(wIdxProj, ctx, 'wIdxProj'),
+      inGammaK: await this.vectorBf16(norms[2]!, ctx, 'inGammaK'),
+      inBetaK: await this.vectorBf16(norms[3]!, ctx, 'inBetaK'),
     };
   }
 
   private context(options: LayerLoadOptions, total: number): LoadContext {
-    return { total: Math.round(total), done: 0, signal: options.signal, onProgress: options.onProgress };
+    const reuse = options.reuse as LoadContext['reuse'];
+    if (reuse !== undefined && (typeof reuse !== 'object' || reuse === null)) {
+      throw new DsaError(ErrorCode.ARGUMENT, `reuse: expected an earlier result of this call, got ${String(reuse)}`, 'reuse');
+    }
+    return { reuse, total: Math.round(total), done: 0, signal: options.signal, onProgress: options.onProgress };
+  }
+
+  /** The array for result `key`: the reused one (checked), or a new one. */
+  private take<T extends Uint8Array | Uint16Array>(
+    ctx: LoadContext, key: string, Ctor: { new (b: ArrayBuffer, o: number, n: number): T; name: string; BYTES_PER_ELEMENT: number }, n: number,
+  ): T {
+    if (!ctx.reuse) return new Ctor(allocateLarge(n * Ctor.BYTES_PER_ELEMENT), 0, n);
+    const data = ctx.reuse[key]?.data;
+    if (!(data instanceof Ctor) || data.length !== n) {
+      const got = data === undefined ? 'nothing' : `${(data as object)?.constructor?.name}(${(data as { length?: number })?.length})`;
+      throw new DsaError(ErrorCode.ARGUMENT, `reuse.${key}: expected data ${Ctor.name}(${n}) from an earlier load of this form, got ${got}`, 'reuse');
+    }
+    return data as T;
   }
 
   /** Find a tensor's shard (opened on first use) and its header entry. */
@@ -375,7 +403,7 @@ export class Checkpoint {
     for (const sp of spans) for (let r = sp.start; r < sp.end; r += stripRows) strips.push({ start: r, end: Math.min(sp.end, r + stripRows) });
     if (strips.length === 0) return;
     const cap = Math.max(...strips.map((s) => s.end - s.start)) * rowBytes;
-    const bufs = [new Uint8Array(cap), strips.length > 1 ? new Uint8Array(cap) : undefined];
+    const bufs = [this.stripBuffer(cap), strips.length > 1 ? this.stripBuffer(cap) : undefined];
     const read = (i: number): Promise<Uint8Array> => {
       const s = strips[i]!;
       return m.file.read(m.info.name, s.start * rowBytes, (s.end - s.start) * rowBytes, bufs[i & 1]);
@@ -400,8 +428,16 @@ export class Checkpoint {
         }
       }
     } finally {
-      pending?.catch(() => undefined);
+      // A read still in flight writes into its buffer: let it settle before the buffer is reused.
+      await pending?.catch(() => undefined);
+      for (const b of bufs) if (b && this.spare.length < 4) this.spare.push(b);
     }
+  }
+
+  /** A strip buffer of at least `bytes`, from the spare ones when possible (fresh pages are slow to touch). */
+  private stripBuffer(bytes: number): Uint8Array {
+    const i = this.spare.findIndex((b) => b.length >= bytes);
+    return i >= 0 ? this.spare.splice(i, 1)[0]! : new Uint8Array(allocateLarge(Math.max(bytes, this.stripBytes)));
   }
 
   private checkLive(ctx: LoadContext): void {
@@ -419,25 +455,25 @@ export class Checkpoint {
   }
 
   /** A stored [out, in] weight as the operator's bf16 [in, out] ND. */
-  private async transposed(m: Matrix, ctx: LoadContext): Promise<Bf16Tensor> {
-    const out = new Uint16Array(m.rows * m.cols);
+  private async transposed(m: Matrix, ctx: LoadContext, key: string): Promise<Bf16Tensor> {
+    const out = this.take(ctx, key, Uint16Array, m.rows * m.cols);
     await this.stream(m, [[0, m.rows]], ctx, (bytes, row0, n, outRow) =>
       rowsToBf16(this.storedRows(m, bytes, row0, n), { data: out, offset: outRow, ld: m.rows, transposed: true }));
     return { dtype: 'bfloat16', shape: [m.cols, m.rows], data: out, format: 'ND' };
   }
 
-  private async vectorBf16(m: Matrix, ctx: LoadContext): Promise<Bf16Tensor> {
-    const out = new Uint16Array(m.cols);
+  private async vectorBf16(m: Matrix, ctx: LoadContext, key: string): Promise<Bf16Tensor> {
+    const out = this.take(ctx, key, Uint16Array, m.cols);
     await this.stream(m, [[0, 1]], ctx, (bytes, row0, n) => rowsToBf16(this.storedRows(m, bytes, row0, n), { data: out, offset: 0, ld: m.cols, transposed: false }));
     return { dtype: 'bfloat16', shape: [m.cols], data: out, format: 'ND' };
   }
 
   /** `count` rows from `skip` within each head of kv_b_proj, as stored: bf16 [heads, count, kv_lora]. */
-  private async headsBf16(m: Matrix, skip: number, count: number, ctx: LoadContext): Promise<Bf16Tensor> {
+  private async headsBf16(m: Matrix, skip: number, count: number, ctx: LoadContext, key: string): Promise<Bf16Tensor> {
     const c = this.config;
     const heads = c.numAttentionHeads;
     const stride = c.qkNopeHeadDim + c.vHeadDim;
-    const out = new Uint16Array(heads * count * m.cols);
+    const out = this.take(ctx, key, Uint16Array, heads * count * m.cols);
     const ranges = Array.from({ length: heads }, (_, hd) => [hd * stride + skip, count] as [number, number]);
     await this.stream(m, ranges, ctx, (bytes, row0, n, outRow) =>
       rowsToBf16(this.storedRows(m, bytes, row0, n), { data: out, offset: outRow * m.cols, ld: m.cols, transposed: false }));
@@ -445,8 +481,8 @@ export class Checkpoint {
   }
 
   /** An FP8 weight as stored: the operator's [in, out] in NT form (rows are the stored [out, in]). */
-  private async asStored(m: Matrix, ctx: LoadContext): Promise<Fp8Weight> {
-    const data = new Uint8Array(m.rows * m.cols);
+  private async asStored(m: Matrix, ctx: LoadContext, key: string): Promise<Fp8Weight> {
+    const data = this.take(ctx, key, Uint8Array, m.rows * m.cols);
     await this.stream(m, [[0, m.rows]], ctx, (bytes, _row0, n, outRow) => data.set(bytes.subarray(0, n * m.cols), outRow * m.cols));
     const s = m.scale!;
     return {
@@ -460,7 +496,7 @@ export class Checkpoint {
    * scales [heads, ceil(count/128), ceil(kv_lora/128)]. Needs every head's first row on a 128-row
    * block boundary (so each head's blocks are whole stored blocks, the last one possibly partial).
    */
-  private async headsFp8(m: Matrix, skip: number, count: number, ctx: LoadContext): Promise<Fp8Weight> {
+  private async headsFp8(m: Matrix, skip: number, count: number, ctx: LoadContext, key: string): Promise<Fp8Weight> {
     const c = this.config;
     const heads = c.numAttentionHeads;
     const stride = c.qkNopeHeadDim + c.vHeadDim;
@@ -470,7 +506,7 @@ export class Checkpoint {
           `(qk_nope_head_dim ${c.qkNopeHeadDim} + v_head_dim ${c.vHeadDim} per head): load the bf16 form`, ErrorCode.FORMAT);
       }
     }
-    const data = new Uint8Array(heads * count * m.cols);
+    const data = this.take(ctx, key, Uint8Array, heads * count * m.cols);
     const ranges = Array.from({ length: heads }, (_, hd) => [hd * stride + skip, count] as [number, number]);
     await this.stream(m, ranges, ctx, (bytes, _row0, n, outRow) => data.set(bytes.subarray(0, n * m.cols), outRow * m.cols));
     const sr = Math.ceil(count / 128);

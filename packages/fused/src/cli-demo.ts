@@ -1,10 +1,14 @@
-import { activeIsa, clone, compareBf16, DsaError, ErrorCode, measureCeilings, Rng, toFloat32, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import { activeIsa, clone, compareBf16, DsaError, ErrorCode, machineLine, measureCeilings, Rng, toFloat32, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import { msStats, stats } from '@dsa/tensor-core/bench';
 import { PagedCacheManager } from './cache-manager.js';
 import { openCheckpoint, type Checkpoint } from './checkpoint.js';
 import { fmt, intFlag, pct, presetFlag, threadsFlag, type CliValues } from './cli-options.js';
 import type { LayerWeights } from './inputs.js';
 import { DsaLayer, type LayerTimes } from './layer.js';
-import { callCost, DEEPSEEK_V32, fillHistory, randomLayerWeights, randomTokens, uniformBf16, weightBytes, type ModelDims } from './model.js';
+import {
+  callCost, DEEPSEEK_V32, fillHistory, randomFp8LayerWeights, randomLayerWeights, randomTokens, uniformBf16, weightBytes, type ModelDims,
+  type WeightDtype,
+} from './model.js';
 import { presets, type SparseAttentionOptions } from './presets.js';
 import { Progress } from './progress.js';
 
@@ -13,6 +17,8 @@ const STAGES = ['projections', 'mlaProlog', 'indexerProlog', 'lightningIndexer',
 /** Where the demo's layer comes from: seeded random weights, or a checkpoint's layer. */
 interface LayerSource {
   d: ModelDims;
+  /** bf16, or the checkpoint's FP8 form (kept FP8 by the kernels). */
+  dtype: WeightDtype;
   title: string;
   options: SparseAttentionOptions;
   weights(): Promise<LayerWeights>;
@@ -21,23 +27,24 @@ interface LayerSource {
   close(): Promise<void>;
 }
 
-function randomSource(values: CliValues, seed: number): LayerSource {
+function randomSource(values: CliValues, seed: number, dtype: WeightDtype): LayerSource {
   const d = DEEPSEEK_V32;
   const presetName = presetFlag(values);
   return {
     d,
-    title: `DeepSeek-V3.2 layer with seeded random weights, preset ${presetName}`,
+    dtype,
+    title: `DeepSeek-V3.2 layer with seeded random ${dtype === 'fp8' ? 'FP8 (block-scaled e4m3) ' : ''}weights, preset ${presetName}`,
     options: presets[presetName],
     weights: async () => {
-      const wp = new Progress('weights ', 11);
-      return randomLayerWeights(d, seed, (i) => wp.update(i));
+      const wp = new Progress('weights ', dtype === 'fp8' ? 6 : 11);
+      return dtype === 'fp8' ? randomFp8LayerWeights(d, seed, (i) => wp.update(i)) : randomLayerWeights(d, seed, (i) => wp.update(i));
     },
     tokens: (b, s1, _act, rng) => randomTokens(d, b, s1, rng),
     close: async () => undefined,
   };
 }
 
-async function checkpointSource(values: CliValues, dir: string): Promise<LayerSource> {
+async function checkpointSource(values: CliValues, dir: string, dtype: WeightDtype): Promise<LayerSource> {
   if (values.preset !== undefined) throw new DsaError(ErrorCode.ARGUMENT, '--preset: not used with --checkpoint (the options come from the checkpoint\'s config.json)', 'preset');
   const ckpt: Checkpoint = await openCheckpoint(dir);
   try {
@@ -49,12 +56,16 @@ async function checkpointSource(values: CliValues, dir: string): Promise<LayerSo
     };
     return {
       d,
-      title: `layer ${layer} of ${dir} (random token embeddings as x, YaRN RoPE tables at each token's position), options from its config.json`,
+      dtype,
+      title: `layer ${layer} of ${dir}, ${dtype} weights (random token embeddings as x, YaRN RoPE tables at each token's position), options from its config.json`,
       options: ckpt.options,
       weights: async () => {
         const lp = new Progress('weights ', 100, '%');
         const t0 = performance.now();
-        const w = await ckpt.layerWeights(layer, { onProgress: (p) => lp.update(Math.floor((100 * p.done) / p.total)) });
+        const onProgress = (p: { done: number; total: number }): void => lp.update(Math.floor((100 * p.done) / p.total));
+        const w: LayerWeights = dtype === 'fp8'
+          ? await ckpt.layerWeights(layer, { dtype: 'float8_e4m3fn', onProgress })
+          : await ckpt.layerWeights(layer, { onProgress });
         lp.update(100);
         console.log(`  loaded layer ${layer} from ${ckpt.files.length} shard file(s) in ${fmt((performance.now() - t0) / 1e3, 2)} s`);
         return w;
@@ -76,7 +87,9 @@ export async function runDemo(values: CliValues): Promise<number> {
   const dir = values.checkpoint;
   if (dir !== undefined && (typeof dir !== 'string' || dir === '')) throw new DsaError(ErrorCode.ARGUMENT, '--checkpoint: expected a checkpoint folder', 'checkpoint');
   if (dir === undefined && values.layer !== undefined) throw new DsaError(ErrorCode.ARGUMENT, '--layer: needs --checkpoint', 'layer');
-  const source = dir === undefined ? randomSource(values, intFlag(values, 'seed', 1, 0, 2 ** 31)) : await checkpointSource(values, dir);
+  const w = (values.weights as string | undefined) ?? 'bf16';
+  if (w !== 'bf16' && w !== 'fp8') throw new DsaError(ErrorCode.ARGUMENT, `--weights: expected bf16 or fp8, got ${JSON.stringify(w)}`, 'weights');
+  const source = dir === undefined ? randomSource(values, intFlag(values, 'seed', 1, 0, 2 ** 31), w) : await checkpointSource(values, dir, w);
   try {
     return await demo(values, source);
   } finally {
@@ -98,13 +111,14 @@ async function demo(values: CliValues, source: LayerSource): Promise<number> {
   console.log(`  hidden ${d.h}, ${d.n} heads, q_lora ${d.qLora}, kv_lora ${d.kvLora}, rope ${d.rope}, indexer ${d.idxHeads}x${d.idxDim}, topk ${d.topk}, block ${d.blockSize}`);
   console.log(`batch ${batch}, context ${context} (${context - prefill} tokens of random history + ${prefill} prefilled), ${steps} decode steps, ${threads} threads, ISA ${activeIsa()}`);
 
+  console.log(`machine: ${machineLine()}`);
   console.log('measuring this machine\'s ceilings...');
   const ceil = measureCeilings(threads);
   console.log(`  streaming read ${fmt(ceil.readGBs)} GB/s, bf16 dot peak ${fmt(ceil.bf16Gflops, 0)} GFLOP/s`);
 
   const weights = await source.weights();
   const layer = new DsaLayer(weights, { ...source.options });
-  console.log(`  ${fmt(weightBytes(d) / 1e6)} MB of bf16 weights`);
+  console.log(`  ${fmt(weightBytes(d, source.dtype) / 1e6)} MB of ${source.dtype === 'fp8' ? 'FP8 (+ scales; wIdxProj bf16)' : 'bf16'} weights`);
 
   const blocksPerSeq = Math.ceil((context + steps) / d.blockSize);
   const cache = new PagedCacheManager({ numBlocks: batch * blocksPerSeq, blockSize: d.blockSize, kvLora: d.kvLora, rope: d.rope, indexDim: d.idxDim, maxBlocksPerSeq: blocksPerSeq });
@@ -124,7 +138,7 @@ async function demo(values: CliValues, source: LayerSource): Promise<number> {
     const t0 = performance.now();
     await layer.forwardAsync({ ...source.tokens(batch, s1, plan.actSeqs, rng), ...plan, kvCache: cache.kvCache, krCache: cache.krCache, indexKCache: cache.indexKCache });
     prefillMs += performance.now() - t0;
-    const cost = callCost(d, Array.from(plan.actSeqs.data), s1, ceil);
+    const cost = callCost(d, Array.from(plan.actSeqs.data), s1, ceil, 3, source.dtype);
     prefillFlops += cost.prologFlops + cost.indexerFlops + cost.attentionFlops;
     done += s1;
     pp.update(done, `${fmt((done * batch) / (prefillMs / 1e3), 0)} tok/s`);
@@ -133,6 +147,7 @@ async function demo(values: CliValues, source: LayerSource): Promise<number> {
   // Decode steps.
   const sums: Record<string, number> = {};
   let decodeMs = 0;
+  const stepSeconds: number[] = [];
   let floorMs = 0;
   let check = '';
   const dp = new Progress('decode  ', steps, ' steps');
@@ -144,7 +159,8 @@ async function demo(values: CliValues, source: LayerSource): Promise<number> {
     const t0 = performance.now();
     const r = layer.forward(inputs, { returnIndices: last });
     decodeMs += performance.now() - t0;
-    floorMs += callCost(d, Array.from(plan.actSeqs.data), 1, ceil).floorMs;
+    stepSeconds.push((performance.now() - t0) / 1e3);
+    floorMs += callCost(d, Array.from(plan.actSeqs.data), 1, ceil, 3, source.dtype).floorMs;
     for (const k of STAGES) sums[k] = (sums[k] ?? 0) + ((layer.lastTimes as LayerTimes)[k] ?? 0);
     dp.update(step + 1);
     if (snapshot) {
@@ -167,9 +183,9 @@ async function demo(values: CliValues, source: LayerSource): Promise<number> {
   const per = decodeMs / steps;
   console.log(`\nprefill: ${prefill * batch} tokens in ${fmt(prefillMs / 1e3, 2)} s = ${fmt((prefill * batch) / (prefillMs / 1e3), 0)} tokens/s, ` +
     `${fmt(prefillFlops / (prefillMs / 1e3) / 1e9, 0)} GFLOP/s (${pct(prefillFlops / (prefillMs / 1e3) / 1e9 / ceil.bf16Gflops)} of the bf16 dot peak)`);
-  console.log(`decode: ${fmt(per, 2)} ms per step for ${batch} sequences at ~${context} keys = ${fmt((batch * 1000) / per, 1)} tokens/s`);
+  console.log(`decode: ${fmt(per, 2)} ms per step (mean; median ${msStats(stats(stepSeconds))}) for ${batch} sequences at ~${context} keys = ${fmt((batch * 1000) / per, 1)} tokens/s`);
   console.log(`  floor (weights once at ${fmt(ceil.readGBs)} GB/s + indexer/attention FLOPs at ${fmt(ceil.bf16Gflops, 0)} GFLOP/s): ${fmt(floorMs / steps, 2)} ms → ${fmt((floorMs / decodeMs), 2)} of the ceiling`);
-  console.log('  (one layer: its weights may stay in the last-level cache between steps; `dsa bench` rotates four layers)');
+  console.log('  (one layer: its weights may stay in the last-level cache between steps; `dsa bench` rotates layers and caches beyond it)');
   console.log('  per stage (ms per step):');
   for (const k of STAGES) console.log(`    ${k.padEnd(22)} ${fmt((sums[k] ?? 0) / steps, 2).padStart(8)}`);
   console.log(check);

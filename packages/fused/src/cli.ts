@@ -22,15 +22,26 @@ const HELP = `dsa — DeepSeek-V3.2 sparse attention (DSA) on this machine
       Prints per-stage times, tokens/s and the fraction of this machine's ceilings, and checks one
       decode step against the chained stages.
 
-  dsa demo --checkpoint DIR [--layer 0] [same flags, no --preset]
+  dsa demo ... --weights fp8
+      The same with random FP8 e4m3 weights with 128x128 block scales (the checkpoint's form),
+      kept FP8 by the kernels (half the weight bytes per decode step).
+
+  dsa demo --checkpoint DIR [--layer 0] [--weights bf16|fp8] [same flags, no --preset]
       The same on layer L's real weights from a DeepSeek-V3.2 checkpoint folder (config.json +
       safetensors), with its options (softmax scale, eps, top-k) and YaRN RoPE tables from config.json;
-      x is random token embeddings.
+      x is random token embeddings. --weights fp8 loads the six FP8 weights as stored (no
+      dequantization) and runs them as FP8.
 
-  dsa bench [--threads N] [--quick] [--json bench-results/fused.json] [--svg bench-results/decode.svg]
-      Every stage and the whole operator at DeepSeek-V3.2 size: decode b=1 at 4K/32K/128K, b=4 at
-      [768, 4097, 8192, 131071], b=32 at 8K, MTP s1=2; the floor from the same run's ceilings; fused
-      vs chain; a chart of time per decode step against context (4K..128K) for b = 1 and 4.
+  dsa bench [--threads N] [--quick] [--weights bf16|fp8] [--json bench-results/fused.json] [--svg bench-results/decode.svg]
+      The whole operator at DeepSeek-V3.2 size: decode b=1 at 4K/32K/128K, b=4 at
+      [768, 4097, 8192, 131071], b=32 at 8K, MTP s1=2; fused vs chain; a chart of time per decode
+      step against context (4K..128K) for b = 1 and 4. Calls rotate over prepared layers, each with
+      its own caches, until the bytes they read exceed 2x the last-level cache (--quick: 1.25x,
+      DSA_BENCH_LLC_FACTOR to change). Medians with min/max next to the floor from the ceilings
+      measured in the same run; the machine, options and working sets go into the JSON.
+      --weights fp8: the layers hold random FP8 e4m3 weights with random 128x128 block scales (the
+      checkpoint's form, kept FP8 by the kernels), and bf16 and FP8 layers are compared in
+      alternating rounds at decode b=1 4K and 128K and a 1024-token prefill.
 
   dsa check <folder> [--mode fused|chain]
       Run the operator on a folder in the shared/golden format and print the spec's accuracy
@@ -50,7 +61,7 @@ async function main(): Promise<number> {
       batch: { type: 'string' }, context: { type: 'string' }, prefill: { type: 'string' }, chunk: { type: 'string' },
       steps: { type: 'string' }, threads: { type: 'string' }, preset: { type: 'string' }, seed: { type: 'string' },
       json: { type: 'string' }, svg: { type: 'string' }, quick: { type: 'boolean' }, mode: { type: 'string' },
-      checkpoint: { type: 'string' }, layer: { type: 'string' }, dtype: { type: 'string' },
+      checkpoint: { type: 'string' }, layer: { type: 'string' }, dtype: { type: 'string' }, weights: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });

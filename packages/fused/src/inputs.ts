@@ -1,20 +1,24 @@
 import {
-  checkIntRange, checkTensor, DimBinder, DsaError, enumOption, ErrorCode, intOption, numberOption, signalOption,
-  type Bf16Tensor, type I32Tensor,
+  checkIntRange, checkTensor, checkWeight, DimBinder, DsaError, enumOption, ErrorCode, intOption, numberOption, signalOption,
+  type Bf16Tensor, type I32Tensor, type Weight,
 } from '@dsa/tensor-core';
 import type { SparseAttentionOptions } from './presets.js';
 
-/** The seven weights and four norm vectors: what a layer holds between calls. */
+/**
+ * The seven weights and four norm vectors: what a layer holds between calls. Each weight is bf16 (2-D:
+ * ND, NZ or PACKED; wUk ND) or block-scaled FP8 as the checkpoint stores it (tensor-core's Fp8Weight:
+ * 2-D NT, ND or PACKED; wUk [n, qk_nope, kv_lora] ND or PACKED), kept FP8 by the kernels.
+ */
 export interface LayerWeights {
-  wDq: Bf16Tensor;
-  wUqQr: Bf16Tensor;
-  wUk: Bf16Tensor;
-  wDkvKr: Bf16Tensor;
+  wDq: Weight;
+  wUqQr: Weight;
+  wUk: Weight;
+  wDkvKr: Weight;
   gammaCq: Bf16Tensor;
   gammaCkv: Bf16Tensor;
-  wIdxQb: Bf16Tensor;
-  wIdxK: Bf16Tensor;
-  wIdxProj: Bf16Tensor;
+  wIdxQb: Weight;
+  wIdxK: Weight;
+  wIdxProj: Weight;
   inGammaK: Bf16Tensor;
   inBetaK: Bf16Tensor;
 }
@@ -53,22 +57,21 @@ export interface ResolvedOptions {
   signal: AbortSignal | undefined;
 }
 
-const WEIGHT = { dtype: 'bfloat16', formats: ['ND', 'NZ', 'PACKED'] } as const;
 const BF16 = { dtype: 'bfloat16' } as const;
 const I32 = { dtype: 'int32' } as const;
 
 /** Check the weights' forms and shapes and bind the model dimensions. */
 export function checkWeights(w: LayerWeights, dims = new DimBinder()): DimBinder {
   if (typeof w !== 'object' || w === null) throw new DsaError(ErrorCode.ARGUMENT, `inputs: expected an object of tensors, got ${String(w)}`, 'inputs');
-  checkTensor('wDq', w.wDq, WEIGHT);
-  checkTensor('wUqQr', w.wUqQr, WEIGHT);
-  checkTensor('wUk', w.wUk, BF16);
-  checkTensor('wDkvKr', w.wDkvKr, WEIGHT);
+  checkWeight('wDq', w.wDq);
+  checkWeight('wUqQr', w.wUqQr);
+  checkWeight('wUk', w.wUk, { rank: 3, bf16Formats: ['ND'], fp8Formats: ['ND', 'PACKED'] });
+  checkWeight('wDkvKr', w.wDkvKr);
   checkTensor('gammaCq', w.gammaCq, BF16);
   checkTensor('gammaCkv', w.gammaCkv, BF16);
-  checkTensor('wIdxQb', w.wIdxQb, WEIGHT);
-  checkTensor('wIdxK', w.wIdxK, WEIGHT);
-  checkTensor('wIdxProj', w.wIdxProj, WEIGHT);
+  checkWeight('wIdxQb', w.wIdxQb);
+  checkWeight('wIdxK', w.wIdxK);
+  checkWeight('wIdxProj', w.wIdxProj);
   checkTensor('inGammaK', w.inGammaK, BF16);
   checkTensor('inBetaK', w.inBetaK, BF16);
   dims.match('wDq', w.wDq, ['h', 'q_lora']);

@@ -1,6 +1,6 @@
 // Model-sized layers with seeded random weights, synthetic cache history and the cost model (bytes
 // and FLOPs per call) that the demo and the benchmark report against the machine's ceilings.
-import { f32ArrayToBf16, Rng, toNZ, type Bf16Tensor, type Ceilings } from '@dsa/tensor-core';
+import { f32ArrayToBf16, Rng, toNZ, type Bf16Tensor, type Ceilings, type Fp8Weight } from '@dsa/tensor-core';
 import type { PagedCacheManager } from './cache-manager.js';
 import type { LayerWeights } from './inputs.js';
 
@@ -52,10 +52,49 @@ export function randomLayerWeights(d: ModelDims, seed: number, onProgress?: (don
   return w as LayerWeights;
 }
 
-/** Bytes of a layer's weights (bf16). */
-export function weightBytes(d: ModelDims): number {
-  return 2 * (d.h * d.qLora + d.qLora * d.n * (d.qkNope + d.rope) + d.n * d.qkNope * d.kvLora + d.h * (d.kvLora + d.rope) +
-    d.qLora * d.idxHeads * d.idxDim + d.h * d.idxDim + d.h * d.idxHeads + d.qLora + d.kvLora + 2 * d.idxDim);
+/**
+ * Seeded random weights in the checkpoint's FP8 form: the six FP8 weights as e4m3 bytes with random
+ * fp32 scales per 128×128 block (2-D stored NT as [out, in]; wUk ND [n, qk_nope, kv_lora]) and about
+ * the ranges of randomLayerWeights; wIdxProj and the norm vectors bf16.
+ */
+export function randomFp8LayerWeights(d: ModelDims, seed: number, onProgress?: (done: number, total: number) => void): LayerWeights {
+  const bf16 = randomBf16Parts(d, seed);
+  const rng = new Rng(seed + 1);
+  const fp8 = (shape: number[], format: 'NT' | 'ND'): Fp8Weight => rng.fp8Weight(shape, format, { scale: 0.1 / 448 });
+  const specs: [keyof LayerWeights, number[], 'NT' | 'ND'][] = [
+    ['wDq', [d.h, d.qLora], 'NT'], ['wUqQr', [d.qLora, d.n * (d.qkNope + d.rope)], 'NT'], ['wUk', [d.n, d.qkNope, d.kvLora], 'ND'],
+    ['wDkvKr', [d.h, d.kvLora + d.rope], 'NT'], ['wIdxQb', [d.qLora, d.idxHeads * d.idxDim], 'NT'], ['wIdxK', [d.h, d.idxDim], 'NT'],
+  ];
+  const w: Record<string, unknown> = { ...bf16 };
+  specs.forEach(([name, shape, format], i) => {
+    w[name] = fp8(shape, format);
+    onProgress?.(i + 1, specs.length);
+  });
+  return w as unknown as LayerWeights;
+}
+
+function randomBf16Parts(d: ModelDims, seed: number): Pick<LayerWeights, 'gammaCq' | 'gammaCkv' | 'wIdxProj' | 'inGammaK' | 'inBetaK'> {
+  const rng = new Rng(seed);
+  return {
+    gammaCq: uniformBf16(rng, [d.qLora], -1, 1), gammaCkv: uniformBf16(rng, [d.kvLora], -1, 1),
+    wIdxProj: uniformBf16(rng, [d.h, d.idxHeads], -0.1, 0.1), inGammaK: uniformBf16(rng, [d.idxDim], 1, 1),
+    inBetaK: uniformBf16(rng, [d.idxDim], 0, 0),
+  };
+}
+
+/** How a layer's weights are stored: all bf16, or the checkpoint's FP8 form (see randomFp8LayerWeights). */
+export type WeightDtype = 'bf16' | 'fp8';
+
+/** Bytes of a layer's weights: bf16, or FP8 (1 byte per element plus one fp32 scale per 128×128 block; wIdxProj and norms bf16). */
+export function weightBytes(d: ModelDims, dtype: WeightDtype = 'bf16'): number {
+  const fp8: [number, number][] = [
+    [d.h, d.qLora], [d.qLora, d.n * (d.qkNope + d.rope)], [d.h, d.kvLora + d.rope], [d.qLora, d.idxHeads * d.idxDim], [d.h, d.idxDim],
+  ];
+  const rest = d.h * d.idxHeads + d.qLora + d.kvLora + 2 * d.idxDim;
+  const elems = fp8.reduce((s, [k, n]) => s + k * n, 0) + d.n * d.qkNope * d.kvLora;
+  if (dtype === 'bf16') return 2 * (elems + rest);
+  const blocks = fp8.reduce((s, [k, n]) => s + Math.ceil(k / 128) * Math.ceil(n / 128), 0) + d.n * Math.ceil(d.qkNope / 128) * Math.ceil(d.kvLora / 128);
+  return elems + 4 * blocks + 2 * rest;
 }
 
 /**
@@ -102,7 +141,7 @@ export interface CallCost {
 }
 
 /** The cost model of one call (background.md §4), against measured ceilings. */
-export function callCost(d: ModelDims, acts: number[], s1: number, c: Ceilings, sparseMode: 0 | 3 = 3): CallCost {
+export function callCost(d: ModelDims, acts: number[], s1: number, c: Ceilings, sparseMode: 0 | 3 = 3, dtype: WeightDtype = 'bf16'): CallCost {
   let idx = 0;
   let att = 0;
   for (const act of acts) {
@@ -112,9 +151,9 @@ export function callCost(d: ModelDims, acts: number[], s1: number, c: Ceilings, 
       att += 2 * d.n * (2 * d.kvLora + d.rope) * Math.min(eff, d.topk);
     }
   }
-  const wb = weightBytes(d);
+  const wb = weightBytes(d, dtype);
   const tokens = acts.length * s1;
-  const prolog = tokens * wb; // 2 FLOP per 2-byte weight element
+  const prolog = tokens * weightBytes(d); // 2 FLOP per weight element (2 bytes in bf16)
   const floorMs = (wb / (c.readGBs * 1e9) + (idx + att) / (c.bf16Gflops * 1e9)) * 1e3;
   return { weightBytes: wb, indexerFlops: idx, attentionFlops: att, prologFlops: prolog, floorMs };
 }

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { bf16ToF32, dequantizeFp8Weight, f32ToBf16, Rng, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import { bf16ToF32, checkWeight, dequantizeFp8Weight, f32ToBf16, Rng, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
 import { optionsFor, parseConfig, ropeAmplitude, ropeFrequencies } from '../src/checkpoint-config.js';
 import { openCheckpoint, sparseAttention, type Checkpoint } from '../src/index.js';
 import { attend, indexerScore, modelSoftmaxScale, modelToken, yarnFrequencies, type ModelSettings, type TokenState } from './checkpoint-model.js';
@@ -263,6 +263,9 @@ describe('openCheckpoint: FP8 form, single file, BF16 checkpoints', () => {
       const logical = dequantizeFp8Weight(w[k]);
       for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) if (logical[c * rows + r] !== e.values[r * cols + c]) throw new Error(`${k} [${c}, ${r}]`);
     }
+    // The form tensor-core's FP8 weight check (and so the FP8 kernels) accept.
+    for (const k of ['wDq', 'wUqQr', 'wDkvKr', 'wIdxQb', 'wIdxK'] as const) expect(checkWeight(k, w[k])).toBe(w[k]);
+    expect(checkWeight('wUk', w.wUk, { rank: 3 })).toBe(w.wUk);
     expect(w.wUk).toMatchObject({ shape: [2, 128, 160], format: 'ND' });
     expect(w.wUk.blockScale.shape).toEqual([2, 1, 2]);
     const uk = dequantizeFp8Weight(w.wUk);
@@ -313,6 +316,21 @@ describe('openCheckpoint: FP8 form, single file, BF16 checkpoints', () => {
     expect(seen.every((p, i) => p.total === seen[0]!.total && (i === 0 || p.done >= seen[i - 1]!.done))).toBe(true);
     expect(seen.at(-1)!.done).toBe(seen[0]!.total);
     expect(await ckpt.layerWeights(0)).toBe(w);
+    // reuse: layer 1 loaded into layer 0's arrays gives the same bytes as a fresh load.
+    const fresh = await openCheckpoint(dir);
+    const w1 = await fresh.layerWeights(1);
+    const uv1 = await fresh.wUv(1);
+    await fresh.close();
+    const copy = Object.fromEntries(Object.entries(await ckpt.layerWeights(0, {})).map(([k, t]) => [k, { ...t, data: t.data.slice() }]));
+    const into = await ckpt.layerWeights(1, { reuse: copy });
+    for (const k of Object.keys(w1) as (keyof typeof w1)[]) {
+      expect(into[k].data).toBe(copy[k]!.data);
+      expect(into[k].data).toEqual(w1[k].data);
+    }
+    const uvInto = await ckpt.wUv(1, { reuse: await ckpt.wUv(0) });
+    expect(uvInto.data).toEqual(uv1.data);
+    await expect(ckpt.layerWeights(1, { reuse: { ...copy, wDq: { data: new Uint16Array(3) } } })).rejects.toMatchObject({ code: 'DSA_E_ARGUMENT', message: expect.stringMatching(/^reuse.wDq: expected data Uint16Array\(60000\)/) });
+    await expect(ckpt.layerWeights(1, { reuse: 5 as never })).rejects.toMatchObject({ code: 'DSA_E_ARGUMENT' });
     const ac = new AbortController();
     ac.abort();
     await expect(ckpt.layerWeights(1, { signal: ac.signal })).rejects.toMatchObject({ code: 'DSA_E_ABORTED' });

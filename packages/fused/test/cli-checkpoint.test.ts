@@ -48,6 +48,13 @@ describe('dsa with a checkpoint', () => {
     expect(r.stdout).toMatch(/DSA demo: layer 1 of .*good/);
     expect(r.stdout).toMatch(/loaded layer 1 from 2 shard file\(s\)/);
     expect(r.stdout).toMatch(/fused vs chain on the last step: .* PASS/);
+    // The FP8 weights as stored, kept FP8.
+    const f = run('demo', '--checkpoint', join(root, 'good'), '--layer', '2', '--weights', 'fp8', '--batch', '1', '--context', '30', '--prefill', '10', '--chunk', '5', '--steps', '2');
+    expect(f.status, f.stderr + f.stdout).toBe(0);
+    expect(f.stdout).toMatch(/DSA demo: layer 2 of .*good, fp8 weights/);
+    expect(f.stdout).toMatch(/MB of FP8 \(\+ scales; wIdxProj bf16\) weights/);
+    expect(f.stdout).toMatch(/fused vs chain on the last step: .* PASS/);
+    expect(run('demo', '--weights', 'fp16').stderr).toMatch(/--weights: expected bf16 or fp8, got "fp16"/);
     expect(run('demo', '--checkpoint', join(root, 'good'), '--layer', '3').stderr).toMatch(/--layer: expected an integer in \[0, 2\]/);
     expect(run('demo', '--checkpoint', join(root, 'good'), '--preset', 'pto').stderr).toMatch(/--preset: not used with --checkpoint/);
     expect(run('demo', '--layer', '1').stderr).toMatch(/--layer: needs --checkpoint/);

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { clone, isDsaError, Rng, type Tensor } from '@dsa/tensor-core';
 import { presets, sparseAttention, sparseAttentionAsync, type SparseAttentionInputs, type SparseAttentionOptions } from '../src/index.js';
-import { checkAgainstReference, randomProblem, sameBytes, withFreshCaches, type ProblemConfig } from './helpers.js';
+import { changedRows, checkAgainstReference, randomProblem, sameBytes, withFreshCaches, type ProblemConfig } from './helpers.js';
 
 const configArb = fc
   .record({
@@ -149,15 +149,28 @@ describe('property: invalid inputs', () => {
     );
   });
 
-  it('NaN/Inf inputs, act = 0 and an empty batch never crash and give the defined result', () => {
+  // The exact rows a non-finite value reaches are nonfinite.test.ts; here, any spread of them.
+  it('NaN/Inf inputs, act = 0 and an empty batch never crash: unwritten cache rows stay, rows without keys are zeros', () => {
     fc.assert(
-      fc.property(configArb, fc.constantFrom('x', 'wDq', 'wIdxK', 'kvCache', 'indexKCache'), fc.constantFrom(Number.NaN, Number.POSITIVE_INFINITY, -Number.POSITIVE_INFINITY), (c, k, v) => {
+      fc.property(configArb, fc.constantFrom('x', 'wDq', 'wIdxK', 'kvCache', 'indexKCache'), fc.constantFrom(Number.NaN, Number.POSITIVE_INFINITY, -Number.POSITIVE_INFINITY), fc.constantFrom(0 as const, 3 as const), (c, k, v, sparseMode) => {
         const inputs = withFreshCaches(randomProblem(c.seed, c as ProblemConfig));
         const t = clone(inputs[k as 'x'] as Tensor<'bfloat16'>);
         const bits = Number.isNaN(v) ? 0x7fc0 : v > 0 ? 0x7f80 : 0xff80;
         for (let j = 0; j < t.data.length; j += 7) t.data[j] = bits;
-        const r = sparseAttention({ ...inputs, [k]: t }, { topk: 8 });
+        const bad = { ...inputs, [k]: t } as SparseAttentionInputs;
+        const before = withFreshCaches(bad);
+        const r = sparseAttention(bad, { topk: 8, sparseMode });
         expect(r.out.shape).toEqual([c.b, c.s1, c.n, c.kvLora]);
+        const written = new Set(Array.from(bad.cacheIndex.data).filter((s) => s >= 0));
+        for (const key of ['kvCache', 'krCache', 'indexKCache'] as const) {
+          for (const row of changedRows(bad[key], before[key])) expect(written.has(row), `${key} row ${row} changed but no token writes it`).toBe(true);
+        }
+        const rowSize = c.n * c.kvLora;
+        for (let row = 0; row < c.b * c.s1; row++) {
+          const act = bad.actSeqs.data[Math.floor(row / c.s1)]!;
+          if ((sparseMode === 3 ? act - (c.s1 - 1 - (row % c.s1)) : act) > 0) continue;
+          expect(r.out.data.subarray(row * rowSize, (row + 1) * rowSize).every((x) => x === 0), `row ${row} has no keys`).toBe(true);
+        }
       }),
       { numRuns: 30, seed: 7 },
     );

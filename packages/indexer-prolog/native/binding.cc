@@ -37,9 +37,10 @@ Call prepare(const Napi::CallbackInfo& info) {
   };
   TensorArg x = get("x", DType::BF16, 3);
   TensorArg qn = get("qNorm", DType::BF16, 3);
-  TensorArg wqb = get("wIdxQb", DType::BF16, 2, true);
-  TensorArg wk = get("wIdxK", DType::BF16, 2, true);
-  TensorArg wp = get("wIdxProj", DType::BF16, 2, true);
+  auto weight = [&](const char* name) { return dsa::napi::get_weight(env, in.Get(name), name, &c.keep); };
+  TensorArg wqb = weight("wIdxQb");
+  TensorArg wk = weight("wIdxK");
+  TensorArg wp = weight("wIdxProj");
   TensorArg gk = get("inGammaK", DType::BF16, 1);
   TensorArg bk = get("inBetaK", DType::BF16, 1);
   TensorArg sn = get("sin", DType::BF16, 3);

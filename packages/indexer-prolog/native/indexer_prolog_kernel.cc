@@ -27,7 +27,7 @@ Status check_weight(const char* name, const WeightView& w, int64_t K, int64_t N)
     return Status::Error(Code::Format, std::string(name) + ": expected format ND, NZ or PACKED, got NT");
   if (w.format == WeightFormat::NZ && (K % 16 != 0 || N % 16 != 0))
     return shape_error(std::string(name) + ": NZ needs K % 16 == 0 and N % 16 == 0, got [" + str(K) + ", " + str(N) + "]");
-  if (w.data == nullptr && K * N > 0) return Status::Error(Code::Argument, std::string(name) + ": null data");
+  if (!w.present() && K * N > 0) return Status::Error(Code::Argument, std::string(name) + ": null data");
   return Status::Ok();
 }
 
@@ -137,10 +137,18 @@ constexpr int64_t kQbSlicePanels = 32;
 // 64 columns of the x products per task: the micro-kernels amortize their x broadcasts over 4 panels.
 constexpr int64_t kXSlicePanels = 4;
 
-bool sliceable(const WeightView& w) { return w.format == WeightFormat::NZ || w.format == WeightFormat::Packed; }
+bool sliceable(const WeightView& w) {
+  return w.format == WeightFormat::NZ || w.format == WeightFormat::Packed || w.format == WeightFormat::Fp8Packed;
+}
 
 WeightView panel_slice(const WeightView& w, int64_t p0, int64_t np) {
   WeightView v = w;
+  if (w.format == WeightFormat::Fp8Packed) {
+    v.fp8 = w.fp8 + p0 * fp8_packed_k(w.K) * 16;
+    v.scale = w.scale + p0 * fp8_kblocks(w.K);
+    v.N = std::min(np * 16, w.N - p0 * 16);
+    return v;
+  }
   const int64_t panel_elems = w.format == WeightFormat::NZ ? w.K * 16 : packed_k(w.K) * 16;
   v.data = w.data + p0 * panel_elems;
   v.N = std::min(np * 16, w.N - p0 * 16);
@@ -170,14 +178,14 @@ void add_slices(std::vector<Slice>& jobs, const bf16_t* x, int64_t ldx, const We
 bool gemv_region(const Args& a, float* proj, int64_t ld) {
   const bool with_x = proj != nullptr;
   if (a.tokens > kGemvMaxTokens || !sliceable(a.w_qb)) return false;
-  if (with_x && !(a.w_kproj.data != nullptr ? sliceable(a.w_kproj) : sliceable(a.w_k) && sliceable(a.w_proj))) return false;
+  if (with_x && !(a.w_kproj.present() ? sliceable(a.w_kproj) : sliceable(a.w_k) && sliceable(a.w_proj))) return false;
   thread_local std::vector<Slice> job_list;  // reused; the tasks below see it through this reference
   std::vector<Slice>& jobs = job_list;
   jobs.clear();
   if (with_x) {
     // First, so that the long-K x slices do not form the tail of the region.
     const GemmOut po{proj, ld, OutType::F32, false};
-    if (a.w_kproj.data != nullptr) {
+    if (a.w_kproj.present()) {
       add_slices(jobs, a.x, a.hidden, a.w_kproj, kXSlicePanels, po);
     } else {
       add_slices(jobs, a.x, a.hidden, a.w_k, kXSlicePanels, po);
@@ -230,7 +238,7 @@ Status validate(const Args& a) noexcept {
   try {
     if (a.hidden < 0) return shape_error("x: expected a non-negative hidden size, got " + str(a.hidden));
     DSA_RETURN_IF_ERROR(check_ptr("x", a.x, a.tokens * a.hidden));
-    if (a.w_kproj.data != nullptr) {
+    if (a.w_kproj.present()) {
       DSA_RETURN_IF_ERROR(check_weight("wIdxKProj", a.w_kproj, a.hidden, a.head_dim + a.heads));
     } else {
       DSA_RETURN_IF_ERROR(check_weight("wIdxK", a.w_k, a.hidden, a.head_dim));
@@ -268,7 +276,7 @@ Status run(const Args& a) noexcept {
     }
     GemmOut o{proj.data(), ld, OutType::F32, false};
     bool ok;
-    if (a.w_kproj.data != nullptr) {
+    if (a.w_kproj.present()) {
       ok = matmul(a.x, a.hidden, a.tokens, a.w_kproj, o);
     } else {
       ok = matmul(a.x, a.hidden, a.tokens, a.w_k, o);

@@ -33,11 +33,11 @@ struct Args {
 
   const bf16_t* x = nullptr;       // [tokens, hidden]
   const bf16_t* q_norm = nullptr;  // [tokens, q_lora]
-  WeightView w_qb;                 // [q_lora, heads * head_dim]  ND, NZ or Packed
+  WeightView w_qb;                 // [q_lora, heads * head_dim]  ND, NZ, Packed or FP8 (Fp8NT/Fp8ND/Fp8Packed)
   WeightView w_k;                  // [hidden, head_dim]
   WeightView w_proj;               // [hidden, heads]
   // Optional [hidden, head_dim + heads] = [w_k | w_proj] (one pass over x). Used instead of w_k and
-  // w_proj when data != nullptr.
+  // w_proj when present().
   WeightView w_kproj;
   const bf16_t* gamma_k = nullptr;   // [head_dim] LayerNorm scale
   const bf16_t* beta_k = nullptr;    // [head_dim] LayerNorm shift

@@ -1,6 +1,6 @@
 import {
-  assertCachesIdle, type Bf16Tensor, checkTensor, DimBinder, DsaError, enumOption, ErrorCode, fromNZ, fromNativeError,
-  type I32Tensor, numberOption, packWeights, type Tensor, unravel, withCaches,
+  assertCachesIdle, type Bf16Tensor, checkTensor, checkWeight, DimBinder, DsaError, enumOption, ErrorCode, fromNZ, fromNativeError,
+  type I32Tensor, isFp8Weight, numberOption, packWeights, type Tensor, unravel, type Weight, withCaches,
 } from '@dsa/tensor-core';
 import { abortedError, saveCacheRows, signalOption, tokenChunks, tokenRows } from './cancel.js';
 import { nativeAddon } from './native.js';
@@ -29,12 +29,15 @@ export interface IndexerPrologRunOptions {
 
 /** The weights of the stage: the part of the inputs that stays the same from call to call. */
 export interface IndexerPrologWeights {
-  /** [q_lora, idx_heads·idx_dim] bf16, ND, NZ or PACKED. */
-  wIdxQb: Bf16Tensor;
-  /** [h, idx_dim] bf16, ND, NZ or PACKED. */
-  wIdxK: Bf16Tensor;
-  /** [h, idx_heads] bf16, ND, NZ or PACKED. */
-  wIdxProj: Bf16Tensor;
+  /**
+   * [q_lora, idx_heads·idx_dim]: bf16 ND, NZ or PACKED, or block-scaled FP8 (tensor-core's Fp8Weight:
+   * NT as the checkpoint stores it, ND, or PACKED from packWeights). Likewise wIdxK and wIdxProj.
+   */
+  wIdxQb: Weight;
+  /** [h, idx_dim] */
+  wIdxK: Weight;
+  /** [h, idx_heads] (bf16 in the checkpoint) */
+  wIdxProj: Weight;
   /** [idx_dim] bf16 LayerNorm scale. */
   inGammaK: Bf16Tensor;
   /** [idx_dim] bf16 LayerNorm shift. */
@@ -71,7 +74,6 @@ interface Checked {
   indexerRope: IndexerRope;
 }
 
-const WEIGHT_FORMATS = ['ND', 'NZ', 'PACKED'] as const;
 
 function checkOptions(options: unknown): Checked {
   if (options === undefined || options === null) options = {};
@@ -86,9 +88,9 @@ function checkOptions(options: unknown): Checked {
 }
 
 function checkWeights(w: Partial<IndexerPrologWeights>, d: DimBinder): void {
-  checkTensor('wIdxK', w.wIdxK, { dtype: 'bfloat16', formats: WEIGHT_FORMATS });
-  checkTensor('wIdxProj', w.wIdxProj, { dtype: 'bfloat16', formats: WEIGHT_FORMATS });
-  checkTensor('wIdxQb', w.wIdxQb, { dtype: 'bfloat16', formats: WEIGHT_FORMATS });
+  checkWeight('wIdxK', w.wIdxK);
+  checkWeight('wIdxProj', w.wIdxProj);
+  checkWeight('wIdxQb', w.wIdxQb);
   checkTensor('inGammaK', w.inGammaK, { dtype: 'bfloat16' });
   checkTensor('inBetaK', w.inBetaK, { dtype: 'bfloat16' });
   d.match('wIdxK', w.wIdxK!, ['h', 'idx_dim']);
@@ -290,8 +292,8 @@ export class PreparedIndexerProlog {
   /** Packed copies of the weights (usable as `indexerProlog` inputs too) and the LayerNorm vectors. */
   readonly weights: Readonly<IndexerPrologWeights>;
   readonly options: Readonly<Required<Omit<IndexerPrologOptions, 'signal'>>>;
-  /** [h, idx_dim + idx_heads] packed = [wIdxK | wIdxProj]. */
-  readonly wIdxKProj: Bf16Tensor;
+  /** [h, idx_dim + idx_heads] packed = [wIdxK | wIdxProj] (bf16 weights only). */
+  readonly wIdxKProj: Bf16Tensor | undefined;
 
   constructor(weights: IndexerPrologWeights, options: Omit<IndexerPrologOptions, 'signal'> = {}) {
     this.options = checkOptions(options);
@@ -299,7 +301,7 @@ export class PreparedIndexerProlog {
       throw new DsaError(ErrorCode.ARGUMENT, 'signal: expected no signal here (the options of a prepared stage are fixed); give it to runAsync', 'signal');
     }
     checkWeights(asObject('weights', weights) as Partial<IndexerPrologWeights>, new DimBinder());
-    const pack = (w: Bf16Tensor): Bf16Tensor => ((w.format ?? 'ND') === 'PACKED' ? w : callNative(() => packWeights(w)));
+    const pack = (w: Weight): Weight => ((w.format ?? 'ND') === 'PACKED' ? w : callNative(() => packWeights(w)));
     this.weights = {
       wIdxQb: pack(weights.wIdxQb),
       wIdxK: pack(weights.wIdxK),
@@ -307,7 +309,11 @@ export class PreparedIndexerProlog {
       inGammaK: weights.inGammaK,
       inBetaK: weights.inBetaK,
     };
-    this.wIdxKProj = callNative(() => packWeights(concatColumns(toND(weights.wIdxK), toND(weights.wIdxProj))));
+    // Joined only when both are bf16 (an FP8 wIdxK keeps its own block scales).
+    const { wIdxK, wIdxProj } = weights;
+    this.wIdxKProj = isFp8Weight(wIdxK) || isFp8Weight(wIdxProj)
+      ? undefined
+      : callNative(() => packWeights(concatColumns(toND(wIdxK), toND(wIdxProj))));
   }
 
   private call(step: IndexerPrologStep, options: IndexerPrologRunOptions): Call {

@@ -3,14 +3,16 @@
 //   k = x @ wIdxK (not rounded), LayerNorm -> bf16, RoPE on the first `rope` dims -> bf16, scattered
 //   w = bf16(x @ wIdxProj)
 // Slow and simple on purpose: the tests measure the native kernel against it.
-import { type Bf16Tensor, bf16ToF32, f32ToBf16, type I32Tensor, roundBf16 } from '@dsa/tensor-core';
+import {
+  type Bf16Tensor, bf16ToF32, dequantizeFp8Weight, f32ToBf16, type I32Tensor, isFp8Weight, roundBf16, type Weight,
+} from '@dsa/tensor-core';
 
 export interface ReferenceInputs {
   x: Bf16Tensor;
   qNorm: Bf16Tensor;
-  wIdxQb: Bf16Tensor;
-  wIdxK: Bf16Tensor;
-  wIdxProj: Bf16Tensor;
+  wIdxQb: Weight;
+  wIdxK: Weight;
+  wIdxProj: Weight;
   inGammaK: Bf16Tensor;
   inBetaK: Bf16Tensor;
   sin: Bf16Tensor;
@@ -31,9 +33,16 @@ export interface ReferenceResult {
   indexKCache: Bf16Tensor;
 }
 
-/** Element (k, n) of a [K, N] weight stored ND, NZ or PACKED, as a number. */
-function weightReader(w: Bf16Tensor): (k: number, n: number) => number {
+const dequantized = new WeakMap<object, Float64Array>();
+
+/** Element (k, n) of a [K, N] weight stored ND, NZ or PACKED, as a number (FP8: exactly dequantized). */
+function weightReader(w: Weight): (k: number, n: number) => number {
   const [K, N] = w.shape as [number, number];
+  if (isFp8Weight(w)) {
+    let v = dequantized.get(w);
+    if (v === undefined) dequantized.set(w, (v = dequantizeFp8Weight(w)));
+    return (k, n) => v[k * N + n]!;
+  }
   const d = w.data;
   switch (w.format ?? 'ND') {
     case 'NZ':
@@ -54,7 +63,7 @@ function rowOf(t: Bf16Tensor, r: number, width: number): number[] {
   return out;
 }
 
-function matvec(v: readonly number[], w: Bf16Tensor): number[] {
+function matvec(v: readonly number[], w: Weight): number[] {
   const [K, N] = w.shape as [number, number];
   const at = weightReader(w);
   const out = new Array<number>(N).fill(0);

@@ -189,10 +189,12 @@ describe('property: invalid inputs', () => {
     );
   });
 
-  it('NaN/Inf inputs give well-formed indices, and rows that read none of them are unchanged', async () => {
+  it('NaN/Inf inputs give well-formed indices and rows that read none of them are unchanged; NaN gives the defined scores', async () => {
     const POISON = [0x7fc0, 0xffc0, 0x7f80, 0xff80, 0x7f81];
+    const isNan = (bits: number): boolean => (bits & 0x7f80) === 0x7f80 && (bits & 0x7f) !== 0;
     await fc.assert(
-      fc.asyncProperty(caseArb, optionsArb, fc.constantFrom('query', 'weights', 'indexKCache'), fc.array(fc.nat(), { minLength: 1, maxLength: 6 }), fc.nat(4), async (c, o, k, where, bits) => {
+      fc.asyncProperty(caseArb, optionsArb, fc.constantFrom('query', 'weights', 'indexKCache'), fc.array(fc.nat(), { minLength: 1, maxLength: 6 }), fc.nat(4), fc.constantFrom(...isas()), async (c, o, k, where, bits, isa) => {
+        setIsa(isa);
         const clean = makeInputs(c);
         const x = { ...clean, [k]: { ...clean[k], data: clean[k].data.slice() } } as LightningIndexerInputs;
         const data = x[k].data as Uint16Array;
@@ -211,25 +213,44 @@ describe('property: invalid inputs', () => {
           for (let e = from; e < to; e++) if (arr[e] !== (clean[k].data as Uint16Array)[e]) return true;
           return false;
         };
+        const nan = isNan(POISON[bits]!);
+        // NaN in query[r, h]: ReLU maps the NaN dot products to 0, as if weights[r, h] were 0.
+        const dropped = nan && k === 'query'
+          ? lightningIndexer({ ...clean, weights: { ...clean.weights, data: clean.weights.data.map((v, i) => (touched(data, i * dim, (i + 1) * dim) ? 0 : v)) } }, { ...o, returnScores: true })
+          : undefined;
         for (let r = 0; r < b * s1; r++) {
           const bi = Math.floor(r / s1);
           const eff = effectiveKeys(x.actSeqs.data[bi]!, s1, r % s1, o.sparseMode);
           const row = Array.from(got.indices.data.subarray(r * o.topk, (r + 1) * o.topk));
+          const scores = got.scores!.data.subarray(r * maxAct, (r + 1) * maxAct);
           const n = Math.min(o.topk, Math.max(eff, 0));
           const picked = row.slice(0, n);
           expect(new Set(picked).size).toBe(n);
           expect(picked.every((j) => j >= 0 && j < eff)).toBe(true);
           expect(row.slice(n).every((j) => j === -1)).toBe(true);
-          let poisoned = k === 'query' ? touched(data, r * heads * dim, (r + 1) * heads * dim) : k === 'weights' ? touched(data, r * heads, (r + 1) * heads) : false;
-          for (let j = 0; k === 'indexKCache' && !poisoned && j < eff; j++) {
+          const keyHit = (j: number): boolean => {
             const slot = x.blockTable.data[bi * mb + Math.floor(j / bs)]! * bs + (j % bs);
-            poisoned = touched(data, slot * dim, (slot + 1) * dim);
-          }
+            return touched(data, slot * dim, (slot + 1) * dim);
+          };
+          let poisoned = k === 'query' ? touched(data, r * heads * dim, (r + 1) * heads * dim) : k === 'weights' ? touched(data, r * heads, (r + 1) * heads) : false;
+          for (let j = 0; k === 'indexKCache' && !poisoned && j < eff; j++) poisoned = keyHit(j);
           if (!poisoned) {
             expect(row).toEqual(Array.from(want.indices.data.subarray(r * o.topk, (r + 1) * o.topk)));
-            expect(sameBytes(got.scores!.data.subarray(r * maxAct, (r + 1) * maxAct), want.scores!.data.subarray(r * maxAct, (r + 1) * maxAct))).toBe(true);
+            expect(sameBytes(scores, want.scores!.data.subarray(r * maxAct, (r + 1) * maxAct))).toBe(true);
+          } else if (dropped) {
+            expect(row, `${isa} row ${r}`).toEqual(Array.from(dropped.indices.data.subarray(r * o.topk, (r + 1) * o.topk)));
+            expect(sameBytes(scores, dropped.scores!.data.subarray(r * maxAct, (r + 1) * maxAct)), `${isa} row ${r} scores`).toBe(true);
+          } else if (nan && k === 'weights') {
+            // A NaN weight makes every score of its row NaN: all tie, so the first positions win.
+            expect(Array.from(scores.subarray(0, eff)).every(Number.isNaN), `${isa} row ${r}: NaN scores`).toBe(true);
+            expect(picked, `${isa} row ${r}`).toEqual(Array.from({ length: n }, (_, j) => j));
+          } else if (nan) {
+            // A NaN in key j: every head's ReLU gives 0, so its score is 0; the other keys score as before.
+            const clean = want.scores!.data.subarray(r * maxAct, (r + 1) * maxAct);
+            for (let j = 0; j < eff; j++) expect(scores[j], `${isa} row ${r} key ${j}`).toBe(keyHit(j) ? 0 : clean[j]);
           }
         }
+        setIsa('auto');
       }),
       { numRuns: 60, seed: 99 },
     );

@@ -1,28 +1,30 @@
-// MLA prolog at DeepSeek-V3.2 sizes: decode (b·s1 = 1, 4, 32) and a 1024-token prefill chunk, with the
-// weights rotated over enough copies that the 480 MB L3 holds none of them between calls. Prints time,
-// bytes and FLOPs moved next to this machine's ceilings measured in the same run, and writes
-// bench-results/mla_prolog.json.   Usage: pnpm bench   (MLA_BENCH_ONLY=decode|prefill to run half)
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { activeIsa, measureCeilings, Rng, setNumThreads, toNZ } from '@dsa/tensor-core';
+// MLA prolog at DeepSeek-V3.2 sizes: decode (b·s1 = 1, 4, 32) and a 1024-token prefill chunk, prepared
+// (packed) weights and NZ weights as given, each rotated over enough copies to be DSA_BENCH_LLC_FACTOR
+// (2; quick 1.25) times the measured last-level cache. The caches are only written (T rows per call).
+// Medians with min/max, against ceilings measured in the same run.
+//   node bench/mla_prolog.bench.mjs [--quick]     (MLA_BENCH_ONLY=decode|prefill runs half)
+// To add a case: add an entry to CASES (or a weights kind to KINDS).
+import { BenchRun, msStats, pct, rotationCount, stats, timeCalls } from '@dsa/tensor-core/bench';
+import { Rng, setNumThreads, toNZ } from '@dsa/tensor-core';
 import { mlaProlog, prepareMlaProlog } from '../dist/index.js';
 
-const THREADS = 2;
-const D = { h: 7168, qLora: 1536, n: 128, qkNope: 128, rope: 64, kvLora: 512, blockSize: 128, blockNum: 16 };
-const L3_BYTES = 480 * 2 ** 20;
+const quick = process.argv.includes('--quick') || process.env.DSA_BENCH_QUICK === '1';
 const only = process.env.MLA_BENCH_ONLY;
-
-setNumThreads(THREADS);
-// The machine is shared: contention only lowers a probe, so the ceilings are the best of probes taken
-// at the start, between the decode and prefill cases, and at the end.
-const probes = [measureCeilings(THREADS)];
+const D = { h: 7168, qLora: 1536, n: 128, qkNope: 128, rope: 64, kvLora: 512, blockSize: 128, blockNum: 16 };
+const CASES = [
+  ...(only === 'prefill' ? [] : [1, 4, 32].map((T) => ({ name: `decode T=${T}`, T, s1: 1, minSeconds: quick ? 0.3 : 1 }))),
+  ...(only === 'decode' ? [] : [{ name: 'prefill T=1024', T: 1024, s1: 1024, minSeconds: quick ? 0.5 : 2, minReps: quick ? 2 : 3 }]),
+];
+const options = { threads: 2, quick, only: only ?? 'all', llcFactor: Number(process.env.DSA_BENCH_LLC_FACTOR ?? (quick ? 1.25 : 2)), dims: D, cases: CASES.map((c) => c.name) };
+const run = new BenchRun('mla_prolog', options);
+setNumThreads(options.threads);
+run.probe('before');
 
 const dq = D.qkNope + D.rope;
 const weightElems = D.h * D.qLora + D.qLora * D.n * dq + D.n * D.qkNope * D.kvLora + D.h * (D.kvLora + D.rope);
 const weightBytes = 2 * weightElems;
-const copies = Math.ceil((1.5 * L3_BYTES) / weightBytes);
+const copies = rotationCount(weightBytes, { factor: options.llcFactor });
 
-// One random set of weights (the golden's ranges), then copies: values do not change the timing.
 const rng = new Rng(2025);
 const base = {
   wDq: toNZ(rng.uniformTensor([D.h, D.qLora], -0.1, 0.1)),
@@ -32,106 +34,67 @@ const base = {
   gammaCq: rng.uniformTensor([D.qLora], -1, 1),
   gammaCkv: rng.uniformTensor([D.kvLora], -1, 1),
 };
-const copy = (t) => ({ ...t, data: t.data.slice() });
-const raw = Array.from({ length: copies }, (_, i) =>
-  i === 0 ? base : Object.fromEntries(Object.entries(base).map(([k, t]) => [k, copy(t)])));
-const prepared = raw.map((w) => prepareMlaProlog(w));
+const copyOf = (t) => ({ ...t, data: t.data.slice() });
 
 function stepInputs(T, s1) {
   const b = T / s1;
   const slots = rng.shuffle(Array.from({ length: D.blockNum * D.blockSize }, (_, i) => i)).slice(0, T);
+  const out = (shape) => ({ dtype: 'bfloat16', shape, data: new Uint16Array(shape.reduce((a, v) => a * v, 1)), format: 'ND' });
   return {
-    x: rng.uniformTensor([b, s1, D.h], -1, 1),
-    sin: rng.uniformTensor([b, s1, D.rope], -1, 1),
-    cos: rng.uniformTensor([b, s1, D.rope], -1, 1),
-    cacheIndex: { dtype: 'int32', shape: [b, s1], data: Int32Array.from(slots), format: 'ND' },
-    kvCache: rng.uniformTensor([D.blockNum, D.blockSize, 1, D.kvLora], -1, 1),
-    krCache: rng.uniformTensor([D.blockNum, D.blockSize, 1, D.rope], -1, 1),
+    step: {
+      x: rng.uniformTensor([b, s1, D.h], -1, 1),
+      sin: rng.uniformTensor([b, s1, D.rope], -1, 1),
+      cos: rng.uniformTensor([b, s1, D.rope], -1, 1),
+      cacheIndex: { dtype: 'int32', shape: [b, s1], data: Int32Array.from(slots), format: 'ND' },
+      kvCache: rng.uniformTensor([D.blockNum, D.blockSize, 1, D.kvLora], -1, 1),
+      krCache: rng.uniformTensor([D.blockNum, D.blockSize, 1, D.rope], -1, 1),
+    },
+    out: { qNope: out([b, s1, D.n, D.kvLora]), qRope: out([b, s1, D.n, D.rope]), qNorm: out([b, s1, D.qLora]) },
   };
 }
 
-function median(a) {
-  const s = [...a].sort((x, y) => x - y);
-  return s[Math.floor(s.length / 2)];
-}
-
-const rows = [];
-function bench(name, T, s1, weights, reps) {
-  const step = stepInputs(T, s1);
-  const out = {
-    qNope: { dtype: 'bfloat16', shape: [T / s1, s1, D.n, D.kvLora], data: new Uint16Array(T * D.n * D.kvLora), format: 'ND' },
-    qRope: { dtype: 'bfloat16', shape: [T / s1, s1, D.n, D.rope], data: new Uint16Array(T * D.n * D.rope), format: 'ND' },
-    qNorm: { dtype: 'bfloat16', shape: [T / s1, s1, D.qLora], data: new Uint16Array(T * D.qLora), format: 'ND' },
-  };
-  const call = (i) => {
-    const w = weights === 'prepared' ? prepared[i % copies] : raw[i % copies];
-    return weights === 'prepared' ? w.run(step, { out }) : mlaProlog({ ...w, ...step }, { out });
-  };
-  for (let i = 0; i < (T >= 256 ? 1 : copies); i++) call(i); // warm-up: page faults, scratch, pool
-  const times = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = process.hrtime.bigint();
-    call(i);
-    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+// One kind of weights at a time (the rotated copies of both would double the memory).
+const KINDS = [
+  { weights: 'prepared', make: () => Array.from({ length: copies }, () => prepareMlaProlog(base)), call: (w, s) => w.run(s.step, { out: s.out }) },
+  { weights: 'NZ', make: () => Array.from({ length: copies }, (_, i) => (i === 0 ? base : Object.fromEntries(Object.entries(base).map(([k, t]) => [k, copyOf(t)])))),
+    call: (w, s) => mlaProlog({ ...w, ...s.step }, { out: s.out }) },
+];
+const measured = [];
+for (const kind of KINDS) {
+  run.workingSet(`${kind.weights} weights`, weightBytes, copies);
+  let ws = kind.make();
+  for (const c of CASES) {
+    const s = stepInputs(c.T, c.s1);
+    const times = timeCalls((i) => kind.call(ws[i % copies], s), { warmup: c.T >= 256 ? 1 : copies, minSeconds: c.minSeconds, minReps: c.minReps ?? 10 });
+    measured.push({ c, weights: kind.weights, s: stats(times) });
+    console.log(`${c.name.padEnd(15)} ${kind.weights.padEnd(9)} ${msStats(stats(times))}`);
   }
-  rows.push({ case: name, weights, tokens: T, reps, times });
+  if (kind.weights === 'prepared') ws.forEach((w) => w.dispose());
+  ws = undefined;
 }
-
-function finish(r, ceilings) {
-  const s = median(r.times);
-  const best = Math.min(...r.times);
-  const T = r.tokens;
-  const flops = 2 * weightElems * T;
-  const actBytes = 2 * T * (D.h + 2 * D.rope + D.n * (D.kvLora + D.rope) + D.qLora + D.kvLora + D.rope);
-  const bytes = weightBytes + actBytes;
-  const floor = weightBytes / (ceilings.readGBs * 1e9);
-  return {
-    case: r.case, weights: r.weights, tokens: T, reps: r.reps, ms: s * 1e3, minMs: best * 1e3,
-    weightMB: weightBytes / 1e6, activationMB: actBytes / 1e6, GFLOP: flops / 1e9, streamFloorMs: floor * 1e3,
-    GBs: bytes / s / 1e9, fracRead: bytes / s / 1e9 / ceilings.readGBs, vsFloor: s / floor, vsFloorMin: best / floor,
-    GFLOPs: flops / s / 1e9, fracDot: flops / s / 1e9 / ceilings.bf16Gflops, fracDotMin: flops / best / 1e9 / ceilings.bf16Gflops,
-  };
+run.probe('after');
+const ceil = run.ceilings();
+const floorMs = (weightBytes / (ceil.readGBs * 1e9)) * 1e3;
+console.log(`ceilings used (best of this run, ${options.threads} threads): read ${ceil.readGBs.toFixed(1)} GB/s, bf16 dot ${ceil.bf16Gflops.toFixed(0)} GFLOP/s; ` +
+  `weight-stream floor ${floorMs.toFixed(2)} ms for ${(weightBytes / 1e6).toFixed(1)} MB`);
+console.log('case            weights   median ms (min, max, n)                    GB/s  of read  x floor   GFLOP/s  of dot');
+for (const { c, weights, s } of measured) {
+  const flops = 2 * weightElems * c.T;
+  const actBytes = 2 * c.T * (D.h + 2 * D.rope + D.n * (D.kvLora + D.rope) + D.qLora + D.kvLora + D.rope);
+  const gbs = (weightBytes + actBytes) / s.median / 1e9, gflops = flops / s.median / 1e9;
+  const r = { case: c.name, weights, tokens: c.T, medianMs: s.median * 1e3, minMs: s.min * 1e3, maxMs: s.max * 1e3, reps: s.n,
+    weightMB: weightBytes / 1e6, activationMB: actBytes / 1e6, GBs: gbs, fracRead: gbs / ceil.readGBs, vsFloor: s.median * 1e3 / floorMs,
+    GFLOPs: gflops, fracDot: gflops / ceil.bf16Gflops };
+  run.row(r);
+  console.log(`${c.name.padEnd(15)} ${weights.padEnd(9)} ${msStats(s).padEnd(42)} ${gbs.toFixed(1).padStart(6)} ${pct(r.fracRead).padStart(6)} ` +
+    `${r.vsFloor.toFixed(2).padStart(7)}  ${gflops.toFixed(1).padStart(8)} ${pct(r.fracDot).padStart(6)}`);
 }
-
-console.log(`mla-prolog bench: ${THREADS} threads, isa ${activeIsa()}, ${copies} weight copies x ${(weightBytes / 1e6).toFixed(1)} MB`);
-if (only !== 'prefill') {
-  for (const T of [1, 4, 32]) {
-    bench(`decode b·s1=${T}`, T, 1, 'prepared', 24);
-    bench(`decode b·s1=${T}`, T, 1, 'NZ', 12);
-  }
-  probes.push(measureCeilings(THREADS));
+const get = (name, weights) => run.rows.find((r) => r.case === name && r.weights === weights);
+for (const weights of ['prepared', 'NZ']) {
+  const d1 = get('decode T=1', weights);
+  if (d1) run.summarize(`MLA prolog decode, 1 token, ${weights === 'NZ' ? 'NZ weights as given' : 'prepared weights'}`,
+    `${d1.medianMs.toFixed(2)} ms = ${d1.vsFloor.toFixed(2)}× the time to stream its ${d1.weightMB.toFixed(1)} MB once at the read ceiling`);
 }
-if (only !== 'decode') {
-  bench('prefill 1024', 1024, 1024, 'prepared', 3);
-  bench('prefill 1024', 1024, 1024, 'NZ', 2);
-}
-probes.push(measureCeilings(THREADS));
-const ceilings = {
-  threads: THREADS,
-  readGBs: Math.max(...probes.map((p) => p.readGBs)),
-  bf16Gflops: Math.max(...probes.map((p) => p.bf16Gflops)),
-};
-console.log(`ceilings (best of ${probes.length} probes in this run): read ${ceilings.readGBs.toFixed(1)} GB/s, ` +
-  `bf16 dot ${ceilings.bf16Gflops.toFixed(1)} GFLOP/s; weight-stream floor ${(weightBytes / ceilings.readGBs / 1e6).toFixed(2)} ms ` +
-  `(probes: ${probes.map((p) => `${p.readGBs.toFixed(1)} GB/s ${p.bf16Gflops.toFixed(0)} GFLOP/s`).join('; ')})`);
-console.log('case             weights   tokens   median ms (min)      GB/s  %read  x floor (min)  GFLOP/s  %dot (min)');
-const results = rows.map((r) => finish(r, ceilings));
-for (const r of results) {
-  console.log(`${r.case.padEnd(16)} ${r.weights.padEnd(9)} ${String(r.tokens).padStart(6)}  ${r.ms.toFixed(2).padStart(9)} (${r.minMs.toFixed(2).padStart(8)})` +
-    `  ${r.GBs.toFixed(1).padStart(6)}  ${(100 * r.fracRead).toFixed(0).padStart(4)}%  ${r.vsFloor.toFixed(2).padStart(6)} (${r.vsFloorMin.toFixed(2).padStart(5)})` +
-    `  ${r.GFLOPs.toFixed(1).padStart(7)}  ${(100 * r.fracDot).toFixed(0).padStart(3)}% (${(100 * r.fracDotMin).toFixed(0).padStart(3)}%)`);
-}
-
-const decode1 = results.find((r) => r.tokens === 1 && r.weights === 'prepared');
-const prefill = results.find((r) => r.tokens === 1024 && r.weights === 'prepared');
-const targets = {
-  decode1VsFloor: decode1 ? { value: decode1.vsFloor, target: 1.25, met: decode1.vsFloor <= 1.25 } : undefined,
-  prefillFracDot: prefill ? { value: prefill.fracDot, target: 0.5, met: prefill.fracDot >= 0.5 } : undefined,
-};
-console.log('targets (median times):', JSON.stringify(targets));
-const dir = join(import.meta.dirname, '..', 'bench-results');
-mkdirSync(dir, { recursive: true });
-writeFileSync(join(dir, 'mla_prolog.json'), JSON.stringify({
-  date: new Date().toISOString(), threads: THREADS, isa: activeIsa(), dims: D, weightBytes, copies, ceilings, probes, targets,
-  results: results.map((r, i) => ({ ...r, timesMs: rows[i].times.map((t) => t * 1e3) })),
-}, null, 2) + '\n');
+const pf = get('prefill T=1024', 'prepared');
+if (pf) run.summarize('MLA prolog prefill, 1024 tokens, prepared weights', `${pct(pf.fracDot)} of the bf16 dot peak (${pf.GFLOPs.toFixed(0)} GFLOP/s)`);
+run.write();

@@ -23,10 +23,13 @@ void expect_shape(Napi::Env env, const TensorArg& t, const std::vector<int64_t>&
   if (t.shape != want) throw_error(env, Code::Shape, t.name + ": expected shape " + shape_str(want) + ", got " + shape_str(t.shape));
 }
 
-// wUk is ND [n, qk_nope, kv_lora], or the packed per-head form made by packWUk (format 'PACKED').
-TensorArg get_w_uk(Napi::Env env, Napi::Value v) {
+// wUk is ND [n, qk_nope, kv_lora], or the packed per-head form made by packWUk (format 'PACKED'), or
+// FP8 [n, qk_nope, kv_lora] ND (kv_b_proj's rows) or PACKED (packWeights of it).
+TensorArg get_w_uk(Napi::Env env, Napi::Value v, std::vector<Napi::Value>* keep) {
   if (!v.IsObject()) throw_error(env, Code::Argument, "wUk: expected a tensor object");
   Napi::Object o = v.As<Napi::Object>();
+  if (o.Get("dtype").ToString().Utf8Value() == "float8_e4m3fn") return dsa::napi::get_fp8_weight(env, v, "wUk", 3, keep);
+  keep->push_back(o.Get("data"));
   Napi::Value fm = o.Get("format");
   if (!fm.IsString() || fm.As<Napi::String>().Utf8Value() != "PACKED") return get_tensor(env, v, "wUk", DType::BF16, 3);
   Napi::Value sv = o.Get("shape");
@@ -67,17 +70,17 @@ std::shared_ptr<Call> parse(const Napi::CallbackInfo& info) {
     throw_error(env, Code::Argument, "mlaProlog: expected (inputs, rmsNormEps[, out])");
   Napi::Object in = info[0].As<Napi::Object>();
   auto call = std::make_shared<Call>();
-  auto tensor = [&](const char* name, DType dt, int rank, bool weight = false) {
-    TensorArg t = get_tensor(env, in.Get(name), name, dt, rank, weight);
+  auto tensor = [&](const char* name, DType dt, int rank) {
+    TensorArg t = get_tensor(env, in.Get(name), name, dt, rank);
     call->keep.push_back(in.Get(name).As<Napi::Object>().Get("data"));
     return t;
   };
+  auto weight = [&](const char* name) { return dsa::napi::get_weight(env, in.Get(name), name, &call->keep); };
   TensorArg x = tensor("x", DType::BF16, 3);
-  TensorArg w_dq = tensor("wDq", DType::BF16, 2, true);
-  TensorArg w_uq_qr = tensor("wUqQr", DType::BF16, 2, true);
-  TensorArg w_uk = get_w_uk(env, in.Get("wUk"));
-  call->keep.push_back(in.Get("wUk").As<Napi::Object>().Get("data"));
-  TensorArg w_dkv_kr = tensor("wDkvKr", DType::BF16, 2, true);
+  TensorArg w_dq = weight("wDq");
+  TensorArg w_uq_qr = weight("wUqQr");
+  TensorArg w_uk = get_w_uk(env, in.Get("wUk"), &call->keep);
+  TensorArg w_dkv_kr = weight("wDkvKr");
   TensorArg gamma_cq = tensor("gammaCq", DType::BF16, 1);
   TensorArg gamma_ckv = tensor("gammaCkv", DType::BF16, 1);
   TensorArg sin = tensor("sin", DType::BF16, 3);
@@ -111,7 +114,12 @@ std::shared_ptr<Call> parse(const Napi::CallbackInfo& info) {
   a.w_dq = w_dq.weight();
   a.w_uq_qr = w_uq_qr.weight();
   a.w_dkv_kr = w_dkv_kr.weight();
-  a.w_uk = w_uk.ptr<const bf16_t>();
+  if (w_uk.weight().is_fp8()) {
+    a.w_uk_fp8 = w_uk.ptr<const uint8_t>();
+    a.w_uk_scale = w_uk.scale;
+  } else {
+    a.w_uk = w_uk.ptr<const bf16_t>();
+  }
   a.w_uk_format = w_uk.format;
   a.gamma_cq = gamma_cq.ptr<const bf16_t>();
   a.gamma_ckv = gamma_ckv.ptr<const bf16_t>();
@@ -167,7 +175,7 @@ Napi::Value PackWUk(const Napi::CallbackInfo& info) {
   TensorArg w = get_tensor(env, info[0], "wUk", DType::BF16, 3);
   void* dst = nullptr;
   Napi::Object out = dsa::napi::new_tensor(env, DType::BF16, w.shape, &dst, "PACKED",
-                                           dsa::mla::packed_w_uk_elements(w.dim(0), w.dim(1), w.dim(2)));
+                                           dsa::mla::packed_w_uk_elements(w.dim(0), w.dim(1), w.dim(2)), /*large=*/true);
   dsa::mla::pack_w_uk(w.ptr<const bf16_t>(), w.dim(0), w.dim(1), w.dim(2), static_cast<bf16_t*>(dst));
   return out;
 }

@@ -29,13 +29,12 @@ Status fail(Code c, std::string m) { return Status::Error(c, std::move(m)); }
 std::string dims2(int64_t a, int64_t b) { return "[" + std::to_string(a) + ", " + std::to_string(b) + "]"; }
 
 Status check_weight(const char* name, const WeightView& w, int64_t K, int64_t N) {
-  if (w.format != WeightFormat::ND && w.format != WeightFormat::NZ && w.format != WeightFormat::Packed)
-    return fail(Code::Format, std::string(name) + ": expected format ND, NZ or PACKED");
+  if (w.format == WeightFormat::NT) return fail(Code::Format, std::string(name) + ": expected format ND, NZ or PACKED");
   if (w.K != K || w.N != N)
     return fail(Code::Shape, std::string(name) + ": expected shape " + dims2(K, N) + ", got " + dims2(w.K, w.N));
   if (w.format == WeightFormat::NZ && (K % 16 != 0 || N % 16 != 0))
     return fail(Code::Shape, std::string(name) + ": NZ needs K % 16 == 0 and N % 16 == 0, got " + dims2(K, N));
-  if (w.data == nullptr) return fail(Code::Argument, std::string(name) + ": missing data");
+  if (!w.present()) return fail(Code::Argument, std::string(name) + ": missing data");
   return Status::Ok();
 }
 
@@ -67,9 +66,15 @@ Status validate_impl(const Args& a, bool with_inputs) {
     DSA_RETURN_IF_ERROR(check_weight("wDkvKr", a.w_dkv_kr, a.h, a.kv_lora + a.rope));
   }
   DSA_RETURN_IF_ERROR(check_weight("wUqQr", a.w_uq_qr, a.q_lora, a.n * (a.qk_nope + a.rope)));
-  if (a.w_uk_format != WeightFormat::ND && a.w_uk_format != WeightFormat::Packed)
-    return fail(Code::Format, "wUk: expected format ND (or the prepared packed form)");
-  DSA_RETURN_IF_ERROR(need(a.w_uk, 1, "wUk"));
+  const WeightFormat uk = a.w_uk_format;
+  if (uk != WeightFormat::ND && uk != WeightFormat::Packed && uk != WeightFormat::Fp8ND && uk != WeightFormat::Fp8Packed)
+    return fail(Code::Format, "wUk: expected format ND (or the prepared packed form), bf16 or FP8");
+  if (uk == WeightFormat::Fp8ND || uk == WeightFormat::Fp8Packed) {
+    DSA_RETURN_IF_ERROR(need(a.w_uk_fp8, 1, "wUk"));
+    DSA_RETURN_IF_ERROR(need(a.w_uk_scale, 1, "wUk.blockScale"));
+  } else {
+    DSA_RETURN_IF_ERROR(need(a.w_uk, 1, "wUk"));
+  }
   DSA_RETURN_IF_ERROR(need(a.gamma_cq, 1, "gammaCq"));
   DSA_RETURN_IF_ERROR(need(a.gamma_ckv, 1, "gammaCkv"));
   DSA_RETURN_IF_ERROR(need(a.sin, a.T * a.rope, "sin"));
@@ -156,8 +161,13 @@ void process_chunk(const Args& a, int64_t t0, int64_t t1, const float* qa, int64
   qo.type = OutType::BF16;
   matmul(a.q_norm + t0 * a.q_lora, a.q_lora, tc, a.w_uq_qr, qo);
 
-  const bool packed = a.w_uk_format == WeightFormat::Packed;
-  const int64_t uk_stride = packed ? packed_elements(a.qk_nope, a.kv_lora) : a.qk_nope * a.kv_lora;
+  const WeightFormat uk = a.w_uk_format;
+  const bool fp8 = uk == WeightFormat::Fp8ND || uk == WeightFormat::Fp8Packed;
+  // FP8 W_UK needs no packing here: the GEMM converts it (in registers up to 8 rows).
+  const bool packed = uk == WeightFormat::Packed || fp8;
+  const int64_t uk_stride = fp8 ? fp8_bytes(uk, a.qk_nope, a.kv_lora)
+                            : packed ? packed_elements(a.qk_nope, a.kv_lora) : a.qk_nope * a.kv_lora;
+  const int64_t uk_scales = fp8 ? fp8_scales(uk, a.qk_nope, a.kv_lora) : 0;
   // ND W_UK with more than kDirectRows rows is packed by the task itself, once per head and chunk
   // (one task per head); the GEMM would otherwise repack it for every 192-row block and column group.
   const int64_t rb = packed ? kHeadRows : tc;
@@ -172,10 +182,15 @@ void process_chunk(const Args& a, int64_t t0, int64_t t1, const float* qa, int64
                   a.sin + t * a.rope, a.rope, a.q_rope + (t * a.n + h) * a.rope);
     }
     WeightView w;
-    w.data = a.w_uk + h * uk_stride;
+    if (fp8) {
+      w.fp8 = a.w_uk_fp8 + h * uk_stride;
+      w.scale = a.w_uk_scale + h * uk_scales;
+    } else {
+      w.data = a.w_uk + h * uk_stride;
+    }
     w.K = a.qk_nope;
     w.N = a.kv_lora;
-    w.format = a.w_uk_format;
+    w.format = uk;
     thread_local std::vector<bf16_t> packbuf;
     if (!packed && rows > kDirectRows) {
       packbuf.resize(static_cast<size_t>(packed_elements(w.K, w.N)));

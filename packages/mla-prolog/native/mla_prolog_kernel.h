@@ -24,12 +24,16 @@ struct Args {
   int64_t block_num = 0, block_size = 0;
 
   const bf16_t* x = nullptr;  // [T, h]
-  WeightView w_dq;            // [h, q_lora]               ND | NZ | Packed
-  WeightView w_uq_qr;         // [q_lora, n*(qk_nope+rope)] ND | NZ | Packed (per head: nope then rope)
-  WeightView w_dkv_kr;        // [h, kv_lora+rope]          ND | NZ | Packed (latent then rope)
+  WeightView w_dq;            // [h, q_lora]               ND | NZ | Packed | Fp8NT | Fp8ND | Fp8Packed
+  WeightView w_uq_qr;         // [q_lora, n*(qk_nope+rope)] likewise (per head: nope then rope)
+  WeightView w_dkv_kr;        // [h, kv_lora+rope]          likewise (latent then rope)
   // W_UK: n matrices [qk_nope, kv_lora]. ND: one [n, qk_nope, kv_lora] array. Packed: head i's packed
   // matrix (dsa::pack_weights of W_UK[i]) starts at w_uk + i * packed_elements(qk_nope, kv_lora).
+  // Fp8ND / Fp8Packed: head i's bytes at w_uk_fp8 + i * fp8_bytes(format, qk_nope, kv_lora) and its
+  // scales at w_uk_scale + i * fp8_scales(format, qk_nope, kv_lora) (kv_b_proj's rows as stored).
   const bf16_t* w_uk = nullptr;
+  const uint8_t* w_uk_fp8 = nullptr;
+  const float* w_uk_scale = nullptr;
   WeightFormat w_uk_format = WeightFormat::ND;
   const bf16_t* gamma_cq = nullptr;   // [q_lora]
   const bf16_t* gamma_ckv = nullptr;  // [kv_lora]

@@ -1,6 +1,6 @@
 import {
-  assertCachesIdle, checkTensor, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, withCaches,
-  type Bf16Tensor, type Tensor,
+  assertCachesIdle, checkTensor, DimBinder, DsaError, ErrorCode, fromNativeError, isFp8Weight, packWeights, withCaches,
+  type Bf16Tensor, type Tensor, type Weight,
 } from '@dsa/tensor-core';
 import { abortedError, KERNEL_PASS, saveCacheRows, signalOption, tokenChunks, tokenRows } from './cancel.js';
 import { nativeAddon } from './native.js';
@@ -151,14 +151,15 @@ export function prepareMlaProlog(weights: MlaPrologWeights): PreparedMlaProlog {
   const w = weights as unknown as Record<string, unknown>;
   const dims = new DimBinder();
   checkWeights(w, dims);
-  const pack = (t: Bf16Tensor): Bf16Tensor => (t.format === 'PACKED' ? t : packWeights(t));
+  const pack = (t: Weight): Weight => (t.format === 'PACKED' ? t : packWeights(t));
   let packed: Record<string, Tensor> | undefined;
   try {
     packed = {
       wDq: pack(weights.wDq),
       wUqQr: pack(weights.wUqQr),
       wDkvKr: pack(weights.wDkvKr),
-      wUk: nativeAddon().packWUk(weights.wUk),
+      // FP8 W_UK: packWeights packs each head ([n, qk_nope, kv_lora] PACKED); bf16: packWUk.
+      wUk: isFp8Weight(weights.wUk) ? pack(weights.wUk) : nativeAddon().packWUk(weights.wUk),
       gammaCq: { ...weights.gammaCq, data: weights.gammaCq.data.slice() },
       gammaCkv: { ...weights.gammaCkv, data: weights.gammaCkv.data.slice() },
     };

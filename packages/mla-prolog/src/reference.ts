@@ -2,8 +2,8 @@
 // §3.1, §3.2, §6): every product sums in float64 and is rounded to bf16 once, where the spec says.
 // Slow and simple on purpose: it is the yardstick for the native kernel.
 import {
-  bf16ArrayToF32, checkTensor, DimBinder, DsaError, ErrorCode, f32ArrayToBf16, fromNZ, roundBf16,
-  type Bf16Tensor,
+  bf16ArrayToF32, checkTensor, dequantizeFp8Weight, DimBinder, DsaError, ErrorCode, f32ArrayToBf16, fromNZ, isFp8Weight, roundBf16,
+  type Bf16Tensor, type Weight,
 } from '@dsa/tensor-core';
 import {
   checkInputsObject, checkStep, checkWeights, rmsNormEpsOption,
@@ -17,7 +17,9 @@ export interface MlaPrologReferenceResult extends MlaPrologOutputs {
   krCache: Bf16Tensor;
 }
 
-function values(name: string, t: Bf16Tensor): Float64Array {
+// FP8 weights enter exactly dequantized (byte value × block scale).
+function values(name: string, t: Weight): Float64Array {
+  if (isFp8Weight(t)) return dequantizeFp8Weight(t);
   if (t.format === 'PACKED') throw new DsaError(ErrorCode.FORMAT, `${name}: the reference takes ND or NZ weights, got PACKED`, name);
   return Float64Array.from(bf16ArrayToF32((t.format === 'NZ' ? fromNZ(t, name) : t).data));
 }

@@ -1,20 +1,23 @@
 import {
-  checkTensor, DimBinder, DsaError, ErrorCode, numberOption, require_, unravel,
-  type Bf16Tensor, type I32Tensor, type Tensor,
+  checkTensor, checkWeight, DimBinder, DsaError, ErrorCode, numberOption, require_, unravel,
+  type Bf16Tensor, type I32Tensor, type Tensor, type Weight,
 } from '@dsa/tensor-core';
 
 /** The inputs of one MLA prolog call (spec §3). kvCache and krCache are updated in place. */
 export interface MlaPrologInputs {
   /** bf16 [b, s1, h] */
   x: Bf16Tensor;
-  /** bf16 [h, q_lora], ND, NZ or PACKED */
-  wDq: Bf16Tensor;
-  /** bf16 [q_lora, n·(qk_nope + rope)], ND, NZ or PACKED (per head: qk_nope columns, then rope) */
-  wUqQr: Bf16Tensor;
-  /** bf16 [n, qk_nope, kv_lora], ND */
-  wUk: Bf16Tensor;
-  /** bf16 [h, kv_lora + rope], ND, NZ or PACKED (latent columns, then rope) */
-  wDkvKr: Bf16Tensor;
+  /**
+   * [h, q_lora]: bf16 ND, NZ or PACKED, or block-scaled FP8 (tensor-core's Fp8Weight: NT as the
+   * checkpoint stores it, ND, or PACKED from packWeights). Likewise for wUqQr and wDkvKr.
+   */
+  wDq: Weight;
+  /** [q_lora, n·(qk_nope + rope)] (per head: qk_nope columns, then rope) */
+  wUqQr: Weight;
+  /** [n, qk_nope, kv_lora]: bf16 ND, or FP8 ND (kv_b_proj's K rows of each head) or PACKED (packWeights) */
+  wUk: Weight;
+  /** [h, kv_lora + rope] (latent columns, then rope) */
+  wDkvKr: Weight;
   /** bf16 [q_lora] */
   gammaCq: Bf16Tensor;
   /** bf16 [kv_lora] */
@@ -69,7 +72,6 @@ export interface MlaPrologDims {
   blockSize: number;
 }
 
-const WEIGHT_FORMATS = ['ND', 'NZ', 'PACKED'] as const;
 const bf16 = { dtype: 'bfloat16' } as const;
 
 export function checkInputsObject(name: string, v: unknown): void {
@@ -88,18 +90,18 @@ function positive(dims: DimBinder, arg: string, dim: string, axis: number): void
  * (rope from cos when given, else from wUqQr's width). `packedWUk` accepts the prepared form.
  */
 export function checkWeights(w: Record<string, unknown>, dims: DimBinder, ropeFrom?: Tensor, packedWUk = false): void {
-  const wDq = checkTensor('wDq', w.wDq, { ...bf16, formats: WEIGHT_FORMATS });
+  const wDq = checkWeight('wDq', w.wDq);
   dims.match('wDq', wDq, ['h', 'qLora']);
   positive(dims, 'wDq', 'h', 0);
   positive(dims, 'wDq', 'qLora', 1);
-  const wUk = packedWUk ? (w.wUk as Bf16Tensor) : checkTensor('wUk', w.wUk, bf16);
+  const wUk = packedWUk ? (w.wUk as Bf16Tensor) : checkWeight('wUk', w.wUk, { rank: 3, bf16Formats: ['ND'], fp8Formats: ['ND', 'PACKED'] });
   dims.match('wUk', wUk, ['n', 'qkNope', 'kvLora']);
   positive(dims, 'wUk', 'n', 0);
   positive(dims, 'wUk', 'qkNope', 1);
   positive(dims, 'wUk', 'kvLora', 2);
   const n = dims.get('n');
   const qkNope = dims.get('qkNope');
-  const wUqQr = checkTensor('wUqQr', w.wUqQr, { ...bf16, formats: WEIGHT_FORMATS });
+  const wUqQr = checkWeight('wUqQr', w.wUqQr);
   if (ropeFrom === undefined) {
     dims.match('wUqQr', wUqQr, ['qLora', 'nq']);
     const nq = dims.get('nq');
@@ -115,7 +117,7 @@ export function checkWeights(w: Record<string, unknown>, dims: DimBinder, ropeFr
     dims.match('wUqQr', wUqQr, ['qLora', 'n·(qk_nope+rope)']);
   }
   dims.set('kv_lora+rope', dims.get('kvLora') + dims.get('rope'), 'wUk.shape[2] + the rope width');
-  dims.match('wDkvKr', checkTensor('wDkvKr', w.wDkvKr, { ...bf16, formats: WEIGHT_FORMATS }), ['h', 'kv_lora+rope']);
+  dims.match('wDkvKr', checkWeight('wDkvKr', w.wDkvKr), ['h', 'kv_lora+rope']);
   dims.match('gammaCq', checkTensor('gammaCq', w.gammaCq, bf16), ['qLora']);
   dims.match('gammaCkv', checkTensor('gammaCkv', w.gammaCkv, bf16), ['kvLora']);
 }

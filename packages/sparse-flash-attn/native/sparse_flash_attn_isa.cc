@@ -30,7 +30,7 @@ constexpr int kNB = 4;
 // exp(x) for x <= 0 (logit minus running max): Cody-Waite reduction and a degree-6 Taylor
 // polynomial (relative error ~1e-7, far below the bf16 rounding of P that follows).
 static inline __m512 exp_ps(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);  // a NaN stays NaN (max_ps returns its 2nd operand)
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
@@ -89,7 +89,7 @@ void pv_tile(const uint32_t* ppair, int64_t hpad, int64_t np, const uint32_t* vi
 #elif defined(__AVX2__)
 
 static inline __m256 exp_ps(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);  // a NaN stays NaN (max_ps returns its 2nd operand)
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);

@@ -237,10 +237,12 @@ describe('property: invalid inputs', () => {
     );
   });
 
-  it('NaN/Inf inputs: rows that read none of them are unchanged, rows without keys stay zero', async () => {
+  it('NaN/Inf inputs: a NaN makes exactly the (row, head) outputs that read it NaN; other rows are unchanged, rows without keys stay zero', async () => {
     const POISON = [0x7fc0, 0xffc0, 0x7f80, 0xff80, 0x7f81];
+    const isNan = (bits: number): boolean => (bits & 0x7f80) === 0x7f80 && (bits & 0x7f) !== 0;
     await fc.assert(
-      fc.asyncProperty(specArb, fc.constantFrom('qNope', 'qRope', 'kvCache', 'krCache'), fc.array(fc.nat(), { minLength: 1, maxLength: 6 }), fc.nat(4), async (spec, k, where, bits) => {
+      fc.asyncProperty(specArb, fc.constantFrom('qNope', 'qRope', 'kvCache', 'krCache'), fc.array(fc.nat(), { minLength: 1, maxLength: 6 }), fc.nat(4), fc.constantFrom(...isas), async (spec, k, where, bits, isa) => {
+        setIsa(isa);
         const clean = makeCase(spec.seed, spec).inputs;
         const x = { ...clean, [k]: { ...clean[k], data: clean[k].data.slice() } } as SparseFlashAttentionInputs;
         const data = x[k].data as Uint16Array;
@@ -258,23 +260,28 @@ describe('property: invalid inputs', () => {
           for (let e = from; e < to; e++) if (data[e] !== (clean[k].data as Uint16Array)[e]) return true;
           return false;
         };
-        const rowSize = n * kvLora;
         for (let r = 0; r < b * s1; r++) {
           const bi = Math.floor(r / s1);
-          const row = got.subarray(r * rowSize, (r + 1) * rowSize);
           const valid = Array.from(x.indices.data.subarray(r * topk, (r + 1) * topk)).filter((p) => p >= 0);
-          if (valid.length === 0) {
-            expect(row.every((v) => v === 0)).toBe(true);
-            continue;
+          for (let h = 0; h < n; h++) {
+            const o = (r * n + h) * kvLora;
+            const row = got.subarray(o, o + kvLora);
+            if (valid.length === 0) {
+              expect(row.every((v) => v === 0)).toBe(true);
+              continue;
+            }
+            // A query's NaN reaches its own head; a key's NaN reaches every head of the rows that select it.
+            const poisoned = k === 'qNope' || k === 'qRope'
+              ? touched((r * n + h) * width, (r * n + h + 1) * width)
+              : valid.some((p) => {
+                const slot = x.blockTable.data[bi * mb + Math.floor(p / blockSize)]! * blockSize + (p % blockSize);
+                return touched(slot * width, (slot + 1) * width);
+              });
+            if (!poisoned) expect(sameBytes(row, want.subarray(o, o + kvLora)), `${isa} row ${r} head ${h} changed`).toBe(true);
+            else if (isNan(POISON[bits]!)) expect(bf16ArrayToF32(row).every(Number.isNaN), `${isa} row ${r} head ${h}: read a NaN, expected all NaN`).toBe(true);
           }
-          const poisoned = k === 'qNope' || k === 'qRope'
-            ? touched(r * n * width, (r + 1) * n * width)
-            : valid.some((p) => {
-              const slot = x.blockTable.data[bi * mb + Math.floor(p / blockSize)]! * blockSize + (p % blockSize);
-              return touched(slot * width, (slot + 1) * width);
-            });
-          if (!poisoned) expect(sameBytes(row, want.subarray(r * rowSize, (r + 1) * rowSize))).toBe(true);
         }
+        setIsa('auto');
       }),
       { numRuns: 80, seed: 99 },
     );

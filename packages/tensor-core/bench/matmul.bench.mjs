@@ -1,97 +1,152 @@
 // Benchmark of the shared bf16 GEMM at DeepSeek-V3.2 weight shapes (a benchmark, not a test).
-// Ceilings (streaming read, bf16 dot peak) are measured in the same run; weights are rotated over
-// enough copies that the 480 MB L3 holds none of them between calls.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { measureCeilings, matmul, matmulBatched, packWeights, Rng, setNumThreads, toNZ } from '../dist/index.js';
+// Each case rotates over enough weight copies that together they are DSA_BENCH_LLC_FACTOR (2; quick
+// 1.25) times the measured last-level cache; medians with min/max against ceilings from this run.
+//   node bench/matmul.bench.mjs [--quick]      (JSON: <workspace>/bench-results/matmul.json)
+// To add a case: call measure({kind, shape, M, layout, bound, bytes, flops, x, call: (x, i) => ...})
+// while its rotated weights are alive (they are dropped after each group to bound memory).
+import { BenchRun, msStats, pct, rotationCount, stats, timeCalls } from '../dist/bench.js';
+import { matmul, matmulBatched, packWeights, Rng, setNumThreads, toNZ } from '../dist/index.js';
 
-const THREADS = Number(process.env.DSA_BENCH_THREADS ?? 2);
-const ROTATE_BYTES = Number(process.env.DSA_BENCH_ROTATE_MB ?? 640) * 1e6;
-const QUICK = process.env.DSA_BENCH_QUICK === '1';
-
-const ceil = { 1: measureCeilings(1), 2: measureCeilings(2) };
-setNumThreads(THREADS);
-const c = ceil[THREADS] ?? measureCeilings(THREADS);
-console.log(`ceilings: read ${ceil[1].readGBs.toFixed(1)} GB/s (1 thread), ${ceil[2].readGBs.toFixed(1)} GB/s (2 threads); ` +
-  `bf16 dot ${ceil[1].bf16Gflops.toFixed(0)} GFLOP/s (1), ${ceil[2].bf16Gflops.toFixed(0)} GFLOP/s (2); using ${THREADS} threads`);
+const quick = process.argv.includes('--quick') || process.env.DSA_BENCH_QUICK === '1';
+const options = {
+  threads: Number(process.env.DSA_BENCH_THREADS ?? 2),
+  quick,
+  llcFactor: Number(process.env.DSA_BENCH_LLC_FACTOR ?? (quick ? 1.25 : 2)),
+  minSeconds: quick ? 0.2 : 0.5,
+  gemvM: quick ? [1, 4] : [1, 2, 4, 8],
+  gemmM: quick ? [256] : [64, 256, 1024],
+};
+const run = new BenchRun('matmul', options);
+setNumThreads(options.threads);
+run.probe('before');
 
 const rng = new Rng(2024);
-const rows = [];
-
-function copies(w, bytesEach) {
-  const n = Math.max(2, Math.ceil(ROTATE_BYTES / bytesEach));
+const copiesOf = (w, bytes, label) => {
+  const n = rotationCount(bytes, { factor: options.llcFactor });
+  run.workingSet(label, bytes, n);
   return Array.from({ length: n }, (_, i) => (i === 0 ? w : { ...w, data: w.data.slice() }));
-}
+};
 
-function time(fn, minSeconds = QUICK ? 0.2 : 0.6) {
-  fn(0);
-  let calls = 0;
-  const t0 = process.hrtime.bigint();
-  let el = 0;
-  do {
-    fn(++calls);
-    el = Number(process.hrtime.bigint() - t0) / 1e9;
-  } while (el < minSeconds);
-  return el / calls;
+// Weight-bound (M <= 8: 'read') and compute-bound ('dot') cases; x is small and stays cached.
+const measured = [];
+function measure(c) {
+  const times = timeCalls((i) => c.call(c.x, i), { minSeconds: options.minSeconds, minReps: 5, maxReps: 2000 });
+  process.stdout.write('.');
+  measured.push({ c, s: stats(times) });
 }
-
-function report(kind, shape, M, layout, seconds, bytes, flops) {
-  const gbs = bytes / seconds / 1e9;
-  const gflops = flops / seconds / 1e9;
-  const bound = M <= 8 ? 'read' : 'dot';
-  const frac = bound === 'read' ? gbs / c.readGBs : gflops / c.bf16Gflops;
-  const row = { kind, shape, M, layout, ms: seconds * 1e3, GBs: gbs, GFLOPs: gflops, bound, fractionOfCeiling: frac };
-  rows.push(row);
-  console.log(
-    `${kind.padEnd(5)} ${shape.padEnd(22)} M=${String(M).padEnd(5)} ${layout.padEnd(6)} ${row.ms.toFixed(3).padStart(9)} ms ` +
-    `${gbs.toFixed(1).padStart(7)} GB/s ${gflops.toFixed(1).padStart(8)} GFLOP/s  ${(frac * 100).toFixed(0).padStart(3)}% of ${bound} ceiling`,
-  );
-}
-
 const GEMV_SHAPES = [[7168, 1536], [1536, 24576], [7168, 576], [1536, 8192], [7168, 128], [7168, 64]];
-const SMALL_M = QUICK ? [1, 4] : [1, 2, 4, 8];
-
-console.log('\nGEMV and small M (weights read once per call)');
 for (const [K, N] of GEMV_SHAPES) {
-  const w = rng.uniformTensor([K, N], -0.1, 0.1);
   const bytes = K * N * 2;
+  const w = rng.uniformTensor([K, N], -0.1, 0.1);
   for (const layout of ['NZ', 'PACKED']) {
-    const base = layout === 'NZ' ? toNZ(w) : packWeights(w);
-    const ws = copies(base, bytes);
-    for (const M of SMALL_M) {
-      const x = rng.uniformTensor([M, K]);
-      const s = time((i) => matmul(x, ws[i % ws.length]));
-      report('gemv', `[${K},${N}]`, M, layout, s, bytes + M * K * 2 + M * N * 4, 2 * M * K * N);
+    // PACKED copies come from packWeights (huge-page memory); NZ copies are plain JS memory, as given.
+    const n = rotationCount(bytes, { factor: options.llcFactor });
+    run.workingSet(`[${K},${N}] ${layout}`, bytes, n);
+    const nz = toNZ(w);
+    const ws = Array.from({ length: n }, () => (layout === 'NZ' ? { ...nz, data: nz.data.slice() } : packWeights(w)));
+    for (const M of options.gemvM) {
+      measure({ kind: 'gemv', shape: `[${K},${N}]`, M, layout, bound: 'read', bytes: bytes + M * K * 2 + M * N * 4, flops: 2 * M * K * N,
+        x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length]) });
     }
   }
 }
-
-// W_UK absorption: 128 heads, each [M,128] @ [128,512], as one batched call.
+{
+  // W_UK absorption: 128 heads, each [M,128] @ [128,512], as one batched call.
+  const heads = 128;
+  const bytes = heads * 128 * 512 * 2;
+  const ws = copiesOf(rng.uniformTensor([heads, 128, 512], -0.1, 0.1), bytes, 'W_UK 128x[128,512] ND');
+  for (const M of options.gemvM) {
+    measure({ kind: 'gemv', shape: '128x[128,512] W_UK', M, layout: 'ND', bound: 'read', bytes, flops: 2 * M * 128 * 512 * heads,
+      x: rng.uniformTensor([heads, M, 128]), call: (x, i) => matmulBatched(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
+  }
+}
+// FP8 e4m3 weights with one fp32 scale per 128x128 block (the checkpoint's form), prepared once by
+// packWeights: bytes counted are the FP8 bytes plus the scales.
+for (const [K, N] of GEMV_SHAPES) {
+  const w = packWeights(rng.fp8Weight([K, N], 'NT'));
+  const bytes = w.data.length + w.blockScale.data.length * 4;
+  const n = rotationCount(bytes, { factor: options.llcFactor });
+  run.workingSet(`[${K},${N}] FP8 PACKED`, bytes, n);
+  const ws = Array.from({ length: n }, (_, i) => (i === 0 ? w : packWeights(rng.fp8Weight([K, N], 'NT'))));
+  for (const M of options.gemvM) {
+    measure({ kind: 'gemv', shape: `[${K},${N}]`, M, layout: 'FP8', bound: 'read', bytes: bytes + M * K * 2 + M * N * 4, flops: 2 * M * K * N,
+      x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length]) });
+  }
+}
 {
   const heads = 128;
-  const w = rng.uniformTensor([heads, 128, 512], -0.1, 0.1);
-  const bytes = heads * 128 * 512 * 2;
-  const ws = copies(w, bytes);
-  for (const M of SMALL_M) {
-    const x = rng.uniformTensor([heads, M, 128]);
-    const s = time((i) => matmulBatched(x, ws[i % ws.length], { outDtype: 'bfloat16' }));
-    report('gemv', '128 x [128,512] (W_UK)', M, 'ND', s, bytes, 2 * M * 128 * 512 * heads);
+  const w = packWeights(rng.fp8Weight([heads, 128, 512], 'ND'));
+  const bytes = w.data.length + w.blockScale.data.length * 4;
+  const ws = copiesOf(w, bytes, 'W_UK 128x[128,512] FP8 PACKED');
+  for (const M of options.gemvM) {
+    measure({ kind: 'gemv', shape: '128x[128,512] W_UK', M, layout: 'FP8', bound: 'read', bytes, flops: 2 * M * 128 * 512 * heads,
+      x: rng.uniformTensor([heads, M, 128]), call: (x, i) => matmulBatched(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
   }
 }
-
-console.log('\nGEMM (compute-bound)');
+for (const [K, N] of [[7168, 1536], [1536, 24576]]) {
+  // Power-of-two block scales (DeepSeek's ue8m0) fold into the bf16 panel; others apply per 128-k block.
+  for (const pow2 of [true, false]) {
+    const w = packWeights(rng.fp8Weight([K, N], 'NT', { pow2 }));
+    const bytes = w.data.length + w.blockScale.data.length * 4;
+    const ws = copiesOf(w, bytes, `[${K},${N}] FP8 PACKED (GEMM${pow2 ? ', pow2 scales' : ''})`);
+    for (const M of options.gemmM) {
+      measure({ kind: 'gemm', shape: `[${K},${N}]`, M, layout: pow2 ? 'FP8p2' : 'FP8', bound: 'dot', bytes: bytes + M * K * 2 + M * N * 2,
+        flops: 2 * M * K * N, x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
+    }
+  }
+}
 for (const [K, N] of [[7168, 1536], [1536, 24576]]) {
   const w = rng.uniformTensor([K, N], -0.1, 0.1);
-  const packed = packWeights(w);
-  const nz = toNZ(w);
-  for (const M of QUICK ? [256] : [64, 256, 1024]) {
-    const x = rng.uniformTensor([M, K]);
-    for (const [layout, ww] of [['PACKED', packed], ['NZ', nz]]) {
-      const s = time(() => matmul(x, ww, { outDtype: 'bfloat16' }), QUICK ? 0.3 : 1);
-      report('gemm', `[${K},${N}]`, M, layout, s, K * N * 2 + M * K * 2 + M * N * 2, 2 * M * K * N);
+  const bytes = K * N * 2;
+  const packed = copiesOf(packWeights(w), bytes, `[${K},${N}] PACKED (GEMM)`);
+  const nz = copiesOf(toNZ(w), bytes, `[${K},${N}] NZ (GEMM)`);
+  for (const M of options.gemmM) {
+    for (const [layout, ws] of [['PACKED', packed], ['NZ', nz]]) {
+      measure({ kind: 'gemm', shape: `[${K},${N}]`, M, layout, bound: 'dot', bytes: bytes + M * K * 2 + M * N * 2, flops: 2 * M * K * N,
+        x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
     }
   }
 }
 
-mkdirSync('bench-results', { recursive: true });
-writeFileSync('bench-results/matmul.json', JSON.stringify({ threads: THREADS, ceilings: ceil, rows }, null, 2));
-console.log('\nwrote bench-results/matmul.json');
+run.probe('after');
+const ceil = run.ceilings();
+console.log(`\nceilings used (best of this run, ${options.threads} threads): read ${ceil.readGBs.toFixed(1)} GB/s, bf16 dot ${ceil.bf16Gflops.toFixed(0)} GFLOP/s`);
+console.log('kind  shape                  M     layout  median ms (min, max, n)                     GB/s   GFLOP/s  of ceiling');
+for (const { c, s } of measured) {
+  const gbs = c.bytes / s.median / 1e9, gflops = c.flops / s.median / 1e9;
+  const frac = c.bound === 'read' ? gbs / ceil.readGBs : gflops / ceil.bf16Gflops;
+  run.row({ kind: c.kind, shape: c.shape, M: c.M, layout: c.layout, bound: c.bound, bytes: c.bytes, flops: c.flops,
+    medianMs: s.median * 1e3, minMs: s.min * 1e3, maxMs: s.max * 1e3, reps: s.n, GBs: gbs, GFLOPs: gflops, fractionOfCeiling: frac });
+  console.log(`${c.kind.padEnd(5)} ${c.shape.padEnd(22)} ${String(c.M).padEnd(5)} ${c.layout.padEnd(7)} ${msStats(s, 3).padEnd(42)} ` +
+    `${gbs.toFixed(1).padStart(6)} ${gflops.toFixed(1).padStart(8)}  ${pct(frac).padStart(4)} of ${c.bound}`);
+}
+
+const range = (rows) => {
+  const f = rows.map((r) => r.fractionOfCeiling);
+  if (f.length === 0) return "n/a";
+  return pct(Math.min(...f)) === pct(Math.max(...f)) ? pct(f[0]) : `${pct(Math.min(...f))}–${pct(Math.max(...f))}`;
+};
+const pick = (p) => run.rows.filter(p);
+const big = (r) => ['[7168,1536]', '[1536,24576]', '[1536,8192]', '[7168,576]'].includes(r.shape);
+run.summarize('bf16 GEMV M = 1, PACKED, shapes [7168,1536] [1536,24576] [1536,8192] [7168,576]',
+  `${range(pick((r) => r.kind === 'gemv' && r.M === 1 && r.layout === 'PACKED' && big(r)))} of the read ceiling`);
+run.summarize('bf16 GEMV M = 1, NZ (as given), same shapes',
+  `${range(pick((r) => r.kind === 'gemv' && r.M === 1 && r.layout === 'NZ' && big(r)))} of the read ceiling`);
+run.summarize('W_UK batched GEMV 128 × [128,512], M = 1', `${range(pick((r) => r.shape.includes('W_UK') && r.M === 1 && r.layout === 'ND'))} of the read ceiling`);
+const fp8Gemv = (r) => r.kind === 'gemv' && r.M === 1 && r.layout === 'FP8';
+run.summarize('FP8 GEMV M = 1, PACKED, shapes [7168,1536] [1536,24576] [7168,576] [1536,8192] [7168,128] and W_UK (FP8 bytes + scales)',
+  `${range(pick((r) => fp8Gemv(r) && r.shape !== '[7168,64]'))} of the read ceiling`);
+const speedups = pick(fp8Gemv).map((r) => {
+  const b = run.rows.find((q) => q.kind === 'gemv' && q.M === 1 && q.shape === r.shape && (q.layout === 'PACKED' || (q.layout === 'ND' && r.shape.includes('W_UK'))));
+  return b ? `${r.shape} ${(b.medianMs / r.medianMs).toFixed(2)}x` : undefined;
+}).filter(Boolean);
+run.summarize('FP8 vs bf16 GEMV M = 1 (time ratio, same run)', speedups.join(', '));
+for (const M of options.gemmM.filter((m) => m >= 256)) {
+  run.summarize(`FP8 GEMM M = ${M}, [7168,1536] and [1536,24576] (pow2 scales / other scales)`,
+    `${range(pick((r) => r.kind === 'gemm' && r.M === M && r.layout === 'FP8p2'))} / ${range(pick((r) => r.kind === 'gemm' && r.M === M && r.layout === 'FP8'))} of the bf16 dot peak`);
+}
+for (const M of options.gemmM.filter((m) => m >= 256)) {
+  run.summarize(`bf16 GEMM M = ${M}, PACKED, [7168,1536] and [1536,24576]`,
+    `${range(pick((r) => r.kind === 'gemm' && r.M === M && r.layout === 'PACKED'))} of the bf16 dot peak`);
+}
+run.write();

@@ -14,34 +14,32 @@
 namespace dsa {
 namespace DSA_ISA_NS {
 
+// Aligned loads, 8 cache lines in flight per iteration (the buffer is 2 MiB-aligned, `bytes` a
+// multiple of 4 KiB), as the GEMV kernels issue them.
 uint64_t probe_read(const uint8_t* p, size_t bytes) {
 #if defined(__AVX512F__)
-  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-  size_t i = 0;
-  for (; i + 256 <= bytes; i += 256) {
-    a0 = _mm512_xor_si512(a0, _mm512_loadu_si512(p + i));
-    a1 = _mm512_xor_si512(a1, _mm512_loadu_si512(p + i + 64));
-    a2 = _mm512_xor_si512(a2, _mm512_loadu_si512(p + i + 128));
-    a3 = _mm512_xor_si512(a3, _mm512_loadu_si512(p + i + 192));
+  __m512i a[8];
+  for (auto& v : a) v = _mm512_setzero_si512();
+  for (size_t i = 0; i + 512 <= bytes; i += 512) {
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) a[j] = _mm512_xor_si512(a[j], _mm512_load_si512(p + i + 64 * j));
   }
-  a0 = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
+  for (int j = 1; j < 8; ++j) a[0] = _mm512_xor_si512(a[0], a[j]);
   uint64_t lanes[8];
-  _mm512_storeu_si512(lanes, a0);
+  _mm512_storeu_si512(lanes, a[0]);
   uint64_t r = 0;
   for (uint64_t v : lanes) r ^= v;
   return r;
 #elif defined(__AVX2__)
-  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-  size_t i = 0;
-  for (; i + 128 <= bytes; i += 128) {
-    a0 = _mm256_xor_si256(a0, _mm256_loadu_si256((const __m256i*)(p + i)));
-    a1 = _mm256_xor_si256(a1, _mm256_loadu_si256((const __m256i*)(p + i + 32)));
-    a2 = _mm256_xor_si256(a2, _mm256_loadu_si256((const __m256i*)(p + i + 64)));
-    a3 = _mm256_xor_si256(a3, _mm256_loadu_si256((const __m256i*)(p + i + 96)));
+  __m256i a[8];
+  for (auto& v : a) v = _mm256_setzero_si256();
+  for (size_t i = 0; i + 256 <= bytes; i += 256) {
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) a[j] = _mm256_xor_si256(a[j], _mm256_load_si256((const __m256i*)(p + i + 32 * j)));
   }
-  a0 = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
+  for (int j = 1; j < 8; ++j) a[0] = _mm256_xor_si256(a[0], a[j]);
   uint64_t lanes[4];
-  _mm256_storeu_si256((__m256i*)lanes, a0);
+  _mm256_storeu_si256((__m256i*)lanes, a[0]);
   return lanes[0] ^ lanes[1] ^ lanes[2] ^ lanes[3];
 #else
   uint64_t r = 0;

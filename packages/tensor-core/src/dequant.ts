@@ -1,10 +1,10 @@
 // Stored weight rows (FP8 e4m3 with block scales, BF16, F16, F32) to bf16, as-is or transposed:
-// what a checkpoint loader runs on each strip of rows it reads. FP8 goes through a 256-entry table
-// per 128×128 block (bf16(f32(e4m3 · scale)), as DeepSeek's own dequantization rounds), so the inner
-// loops are one table lookup per element.
+// what a checkpoint loader runs on each strip of rows it reads. FP8 strips go to the native kernel
+// (native/dequant.cc: bf16(f32(e4m3 · scale)) as DeepSeek's own dequantization rounds, one 256-entry
+// table per block, blocks on the thread pool); 16- and 32-bit rows are converted here.
 import { f32ToBf16 } from './bf16.js';
 import { DsaError, ErrorCode } from './errors.js';
-import { e4m3Bf16Table } from './fp8.js';
+import { coreAddon } from './native.js';
 
 /** Dtypes of stored weights that `rowsToBf16` converts. */
 export type StoredWeightDtype = 'F8_E4M3' | 'BF16' | 'F16' | 'F32';
@@ -51,35 +51,15 @@ export function rowsToBf16(src: StoredRows, dst: Bf16Target): void {
   }
   const out = dst.data;
   const { offset, ld, transposed } = dst;
+  if (rows === 0 || cols === 0) return;
+  const [inner, outer] = transposed ? [rows, cols] : [cols, rows];
+  if (!(ld >= inner) || !(offset >= 0) || offset + (outer - 1) * ld + inner > out.length) {
+    throw new DsaError(ErrorCode.SHAPE, `dst: ${rows}×${cols} rows${transposed ? ' transposed' : ''} at offset ${offset} with ld ${ld} do not fit in ${out.length} elements`, 'dst');
+  }
   if (src.dtype === 'F8_E4M3') {
     const sc = src.scale;
     if (!sc) throw new DsaError(ErrorCode.ARGUMENT, 'scale: FP8 rows need their block scales', 'scale');
-    const { blockRows: br, blockCols: bc } = sc;
-    const scaleCols = Math.ceil(cols / bc);
-    const lut = new Uint16Array(256);
-    // Tiles = the part of one scale block that lies in this strip.
-    for (let r0 = 0; r0 < rows;) {
-      const g = src.row0 + r0;
-      const r1 = Math.min(rows, r0 + br - (g % br));
-      const srow = Math.floor(g / br) * scaleCols;
-      for (let c0 = 0; c0 < cols; c0 += bc) {
-        const c1 = Math.min(cols, c0 + bc);
-        e4m3Bf16Table(sc.data[srow + c0 / bc]!, lut);
-        if (transposed) {
-          for (let c = c0; c < c1; c++) {
-            const o = offset + c * ld;
-            for (let r = r0, i = r0 * cols + c; r < r1; r++, i += cols) out[o + r] = lut[bytes[i]!]!;
-          }
-        } else {
-          for (let r = r0; r < r1; r++) {
-            const o = offset + r * ld;
-            const i = r * cols;
-            for (let c = c0; c < c1; c++) out[o + c] = lut[bytes[i + c]!]!;
-          }
-        }
-      }
-      r0 = r1;
-    }
+    coreAddon().e4m3RowsToBf16(bytes, src.row0, rows, cols, sc.data, sc.blockRows, sc.blockCols, out, offset, ld, transposed);
     return;
   }
   // 16- and 32-bit rows: decode to bf16 bits element by element, in 64-column tiles when transposing.

@@ -1,6 +1,5 @@
 // FP8 e4m3 ("e4m3fn") as DeepSeek-V3.2 uses it (shared/spec/checkpoint.md): the one codec of the
 // project. Byte `s eeee mmm`, bias 7, e = 0 subnormal, 0x7F/0xFF NaN, no infinity, largest finite 448.
-import { f32ToBf16 } from './bf16.js';
 import { DsaError, ErrorCode } from './errors.js';
 import type { Tensor } from './tensor.js';
 
@@ -18,15 +17,6 @@ function decodeE4m3(byte: number): number {
 
 /** Every byte's value (exact in float32): `E4M3_VALUES[byte]`. */
 export const E4M3_VALUES: Float32Array = Float32Array.from({ length: 256 }, (_, b) => decodeE4m3(b));
-
-/**
- * The bf16 bits of f32(e4m3(b) · scale) for every byte b (DeepSeek's own dequantization rounds the
- * same way: a float32 product, then bf16): a block's table makes its conversion one lookup per byte.
- */
-export function e4m3Bf16Table(scale: number, out = new Uint16Array(256)): Uint16Array {
-  for (let b = 0; b < 256; b++) out[b] = f32ToBf16(Math.fround(E4M3_VALUES[b]! * scale));
-  return out;
-}
 
 export function e4m3ToFloat(byte: number): number {
   return E4M3_VALUES[byte & 0xff]!;

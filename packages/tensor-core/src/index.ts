@@ -7,7 +7,7 @@ export {
 export { toNZ, fromNZ, NZ_C0 } from './nz.js';
 export {
   E4M3_MAX, FP8_BLOCK, E4M3_VALUES, e4m3ToFloat, floatToE4m3, ue8m0Scale, quantizeGroupE4m3, hadamardRotate,
-  dequantizeBlocks, dequantizeFp8Weight, e4m3Bf16Table, fp8PackedBytes, fp8PackedOffset, type Fp8Weight,
+  dequantizeBlocks, dequantizeFp8Weight, fp8PackedBytes, fp8PackedOffset, type Fp8Weight,
 } from './fp8.js';
 export { checkWeight, fp8ScaleGrid, isFp8Weight, type Weight, type WeightRule } from './weights.js';
 export { Rng } from './random.js';
@@ -22,7 +22,9 @@ export {
   type Isa, type CpuFeatures, type ConfigurableAddon,
 } from './runtime.js';
 export { matmul, matmulBatched, packWeights, cpuFeatures, activeIsa } from './matmul.js';
-export { measureCeilings, type Ceilings } from './ceilings.js';
+export { measureCeilings, probeBytes, type Ceilings } from './ceilings.js';
+export { describeMachine, lastLevelCacheBytes, machineLine, type MachineInfo, type CacheLevel } from './machine.js';
+export { allocateLarge, largeZeros } from './large.js';
 export { relativeL2, iscloseFraction, compareBf16 } from './compare.js';
 export { assertCachesIdle, withCaches } from './cache-lock.js';
 export { abortedError, chunkAct, planRowChunks, saveCacheRows, signalOption, tokenRows, type RowChunk } from './abort.js';

@@ -39,7 +39,7 @@ export function numel(shape: readonly number[]): number {
   return n;
 }
 
-function checkShape(shape: readonly number[]): void {
+export function checkShape(shape: readonly number[]): void {
   for (const d of shape) {
     if (!Number.isSafeInteger(d) || d < 0) {
       throw new DsaError(ErrorCode.SHAPE, `shape: expected non-negative integers, got [${shape.join(', ')}]`, 'shape');

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { dequantizeBlocks, E4M3_VALUES, f32ToBf16, floatToE4m3, Rng, rowsToBf16 } from '../src/index.js';
+import { coreAddon } from '../src/native.js';
 
 /** A [rows, cols] e4m3 matrix with random block scales; no NaN codes. */
 function fp8Matrix(rng: Rng, rows: number, cols: number) {
@@ -71,8 +72,19 @@ describe('rowsToBf16', () => {
     }
   });
 
-  it('rejects short strips and FP8 rows without scales', () => {
+  it('rejects short strips, targets that do not fit, and FP8 rows without scales (the native kernel checks again)', () => {
     const out = new Uint16Array(8);
+    const scale = { data: new Float32Array(1), blockRows: 128, blockCols: 128 };
+    expect(() => rowsToBf16({ dtype: 'F8_E4M3', bytes: new Uint8Array(6), row0: 0, rows: 2, cols: 3, scale }, { data: out, offset: 3, ld: 3, transposed: false })).toThrow(/dst: 2×3 rows at offset 3 with ld 3 do not fit in 8/);
+    expect(() => rowsToBf16({ dtype: 'F8_E4M3', bytes: new Uint8Array(6), row0: 0, rows: 2, cols: 3, scale }, { data: out, offset: 0, ld: 1, transposed: true })).toThrow(/dst:/);
+    const addon = coreAddon();
+    const code = (f: () => void): string => { try { f(); } catch (e) { return (e as { code: string }).code; } return 'none'; };
+    expect(code(() => addon.e4m3RowsToBf16(new Uint8Array(5), 0, 2, 3, scale.data, 128, 128, out, 0, 3, false))).toBe('DSA_E_SHAPE');
+    expect(code(() => addon.e4m3RowsToBf16(new Uint8Array(6), 127, 2, 3, scale.data, 128, 128, out, 0, 3, false))).toBe('DSA_E_SHAPE');
+    expect(code(() => addon.e4m3RowsToBf16(new Uint8Array(6), 0, 2, 3, scale.data, 128, 128, out, 3, 3, false))).toBe('DSA_E_SHAPE');
+    expect(code(() => addon.e4m3RowsToBf16(new Uint8Array(6), 0, 2, 3, scale.data, 128, 128, out, 0, 2 ** 52, true))).toBe('DSA_E_SHAPE');
+    expect(code(() => addon.e4m3RowsToBf16(new Uint8Array(6), 0, 2, 3, scale.data, 0, 128, out, 0, 3, false))).toBe('DSA_E_ARGUMENT');
+    expect(code(() => addon.e4m3RowsToBf16(new Uint16Array(6) as never, 0, 2, 3, scale.data, 128, 128, out, 0, 3, false))).toBe('DSA_E_DTYPE');
     expect(() => rowsToBf16({ dtype: 'BF16', bytes: new Uint8Array(6), row0: 0, rows: 2, cols: 2 }, { data: out, offset: 0, ld: 2, transposed: false })).toThrow(/expected 8 bytes/);
     expect(() => rowsToBf16({ dtype: 'F8_E4M3', bytes: new Uint8Array(4), row0: 0, rows: 2, cols: 2 }, { data: out, offset: 0, ld: 2, transposed: false })).toThrow(/block scales/);
   });

@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "dsa/cpu.h"
 #include "dsa/gemm.h"
+#include "dsa/large_alloc.h"
 #include "dsa/status.h"
 #include "dsa/thread_pool.h"
 
@@ -129,6 +131,29 @@ inline TensorArg get_tensor(Napi::Env env, Napi::Value v, const std::string& nam
   return t;
 }
 
+// A zeroed ArrayBuffer in large_alloc memory (2 MiB-aligned, huge pages advised), freed by V8's
+// finalizer. Falls back to an ordinary ArrayBuffer where the memory or external buffers (e.g. a
+// V8 sandbox) are refused.
+inline Napi::ArrayBuffer large_array_buffer(Napi::Env env, size_t bytes) {
+  void* p = bytes >= kHugePage ? large_alloc(bytes) : nullptr;
+  if (p == nullptr) return Napi::ArrayBuffer::New(env, bytes);
+  std::memset(p, 0, bytes);
+  napi_value ab;
+  auto finalize = [](napi_env e, void* data, void* hint) {
+    int64_t ignored;
+    napi_adjust_external_memory(e, -static_cast<int64_t>(reinterpret_cast<uintptr_t>(hint)), &ignored);
+    large_free(data);
+  };
+  if (napi_create_external_arraybuffer(env, p, bytes, finalize, reinterpret_cast<void*>(static_cast<uintptr_t>(bytes)), &ab) !=
+      napi_ok) {
+    large_free(p);
+    return Napi::ArrayBuffer::New(env, bytes);
+  }
+  int64_t ignored;
+  napi_adjust_external_memory(env, static_cast<int64_t>(bytes), &ignored);  // so the GC sees its weight
+  return Napi::ArrayBuffer(env, ab);
+}
+
 // A block-scaled FP8 weight {dtype 'float8_e4m3fn', shape [K, N] (or [items, K, N] when rank is 3),
 // format 'NT' | 'ND' | 'PACKED', data Uint8Array, blockScale {dtype 'float32', shape, data}} (the
 // layouts of dsa/gemm.h). Appends the two typed arrays to `keep` when given.
@@ -205,13 +230,15 @@ inline TensorArg get_weight(Napi::Env env, Napi::Value v, const std::string& nam
 }
 
 // A new tensor object owned by JS: {dtype, shape, data, format: 'ND'}; *out points at its storage.
+// `large`: storage from large_array_buffer (for buffers kernels stream, e.g. packed weights).
 inline Napi::Object new_tensor(Napi::Env env, DType dt, const std::vector<int64_t>& shape, void** out,
-                               const char* format = "ND", int64_t elements = -1) {
+                               const char* format = "ND", int64_t elements = -1, bool large = false) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   if (elements >= 0) n = elements;
   const size_t esize = dt == DType::BF16 ? 2 : dt == DType::FP8 ? 1 : 4;
-  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, static_cast<size_t>(n) * esize);
+  const size_t bytes = static_cast<size_t>(n) * esize;
+  Napi::ArrayBuffer ab = large ? large_array_buffer(env, bytes) : Napi::ArrayBuffer::New(env, bytes);
   Napi::Value arr;
   if (dt == DType::BF16) arr = Napi::Uint16Array::New(env, n, ab, 0);
   else if (dt == DType::FP8) arr = Napi::Uint8Array::New(env, n, ab, 0);
