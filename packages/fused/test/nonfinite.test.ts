@@ -18,7 +18,7 @@ describe.each(isas)('a non-finite value in x (%s)', (isa) => {
   const pt = cfg.acts[0]! - s1 + bt;
   const st = inputs.cacheIndex.data[bt]!;
 
-  it.each(BAD.flatMap(([n, b]) => (['fused', 'chain'] as const).map((m) => [n, b, m] as const)))('%s (%s mode): its token\'s rows and the rows that select its key are NaN, the rest as without it', (name, bits, mode) => {
+  it.each(BAD.flatMap(([n, b]) => (['fused', 'chain'] as const).map((m) => [n, b, m] as const)))('%s (bits %i, %s mode): its token\'s rows and the rows that select its key are NaN, the rest as without it', (name, bits, mode) => {
     setIsa(isa);
     const cleanRun = withFreshCaches(inputs);
     const clean = sparseAttention(cleanRun, { topk, mode, returnIndices: true });

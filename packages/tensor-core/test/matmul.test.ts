@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  activeIsa, cpuFeatures, fromNZ, getNumThreads, isDsaError, type Isa, matmul, matmulBatched, packWeights, Rng, setIsa, setNumThreads,
+  activeIsa, cpuFeatures, fromFloat32, fromNZ, getNumThreads, isDsaError, type Isa, matmul, matmulBatched, packWeights, Rng, setIsa, setNumThreads,
   toFloat32, toNZ, type Bf16Tensor,
 } from '../src/index.js';
 
@@ -63,6 +63,27 @@ describe.each(isas)('matmul on the %s path', (isa) => {
     const yb = matmul(x, w, { outDtype: 'bfloat16' });
     const yb32 = toFloat32(yb);
     for (let i = 0; i < ref.length; i++) expect(Math.abs(yb32[i]! - ref[i]!)).toBeLessThanOrEqual(Math.abs(ref[i]!) * 2 ** -8 + 1e-5 * scale);
+  });
+
+  it('bf16 output is the fp32 output rounded to nearest even (exact ties included; NaN and Inf rows stay NaN and Inf)', () => {
+    setIsa(isa);
+    const rng = new Rng(41);
+    // Small integers make exact ties (e.g. 257 between 256 and 258) common; x rows 1 and 2 carry a NaN and an Inf.
+    for (const [M, K, N] of [[3, 64, 37], [8, 96, 80], [13, 40, 50]] as const) {
+      const ints = (n: number): Float32Array => Float32Array.from({ length: n }, () => Math.round(rng.uniform(-8, 8)));
+      const x = fromFloat32(ints(M * K), [M, K]);
+      const w = fromFloat32(ints(K * N), [K, N]);
+      x.data[K + 5] = 0x7fc0;
+      x.data[2 * K + 7] = 0x7f80;
+      for (const ww of [w, packWeights(w)]) {
+        const f = matmul(x, ww).data as Float32Array;
+        const bits = new Uint32Array(f.buffer, f.byteOffset, f.length);
+        const expected = Uint16Array.from(bits, (b) =>
+          (b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x0040 : ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff);
+        expect(Array.from(expected).some((h) => (h & 0x7fff) > 0x7f80)).toBe(true); // the NaN row is there
+        expect(Array.from(matmul(x, ww, { outDtype: 'bfloat16' }).data)).toEqual(Array.from(expected));
+      }
+    }
   });
 
   it('DeepSeek-sized GEMV and a 64-row GEMM match the reference (ND, NZ, packed identical)', () => {

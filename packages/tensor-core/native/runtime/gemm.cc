@@ -17,6 +17,7 @@ namespace {
 constexpr int64_t kKBlockPairs = 256;  // 512 k: a 3-panel B block is 48 KB
 constexpr int64_t kMBlock = 192;       // rows per task when M is large
 constexpr int64_t kDirectMaxM = 8;     // ND/NZ weights are read in place up to this many rows
+constexpr int64_t kPrefetchBytes = 512 * 1024;  // small ND weights: well inside L2
 
 inline bf16_t weight_at(const WeightView& w, int64_t k, int64_t n) {
   switch (w.format) {
@@ -40,8 +41,8 @@ namespace detail {
 void store_tile(const float* tile, int64_t ldt, int64_t rows, int64_t cols, const GemmOut& y, int64_t r0, int64_t c0) {
   if (y.type == OutType::BF16) {
     auto* out = static_cast<bf16_t*>(y.data);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) out[(r0 + r) * y.ld + c0 + c] = f32_to_bf16(tile[r * ldt + c]);
+    auto row_fn = DSA_DISPATCH(f32_to_bf16_row);
+    for (int64_t r = 0; r < rows; ++r) row_fn(tile + r * ldt, cols, out + (r0 + r) * y.ld + c0);
   } else {
     auto* out = static_cast<float*>(y.data);
     for (int64_t r = 0; r < rows; ++r) {
@@ -71,6 +72,10 @@ void gemm_direct(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, c
   const int64_t rs = nz ? 16 : N, ps = nz ? K * 16 : 16;
   auto tile_fn = DSA_DISPATCH(gemm_direct_tile);
   const int64_t groups = (full + kDirectMaxPanels - 1) / kDirectMaxPanels;
+  // A small ND weight (e.g. one head of W_UK) is read a column group at a time, a slice of every
+  // row: request it whole, in order, first, so the groups find it in L2.
+  if (!nz && !run.parallel && K * N * 2 <= kPrefetchBytes)
+    for (int64_t i = 0; i < K * N; i += 32) __builtin_prefetch(w.data + i, 0, 2);
   run_small_m(M, groups, kDirectMaxPanels * 16, full * 16, K, 1, y, run, [&](int64_t g, int64_t k0, int64_t k1, float* tile, int64_t ldt) {
     const int64_t p0 = g * kDirectMaxPanels;
     const int np = static_cast<int>(std::min<int64_t>(kDirectMaxPanels, full - p0));

@@ -184,11 +184,24 @@ void pack_fp8_panels(const WeightView& src, int64_t panel0, int64_t panels, uint
   for (int64_t p = 0; p < panels; ++p) {
     const int64_t n0 = (panel0 + p) * 16;
     uint8_t* d = dst + p * ps;
-    for (int64_t g = 0; g < groups; ++g)
-      for (int pos = 0; pos < 64; ++pos) {
-        const int64_t k = 4 * g + ((pos >> 3) & 1) * 2 + (pos & 1), n = n0 + (pos >> 4) * 4 + ((pos & 7) >> 1);
-        d[g * 64 + pos] = k < K && n < N ? byte_at(src, k, n) : 0;
-      }
+    if (src.format == WeightFormat::Fp8NT && n0 + 16 <= N && 4 * groups == K) {
+      // Whole panel of a checkpoint-layout weight: 4 consecutive k of each of the 16 rows per group.
+      for (int64_t g = 0; g < groups; ++g)
+        for (int c = 0; c < 16; ++c) {
+          const uint8_t* row = src.fp8 + (n0 + c) * K + 4 * g;
+          uint8_t* o = d + g * 64 + (c >> 2) * 16 + (c & 3) * 2;
+          o[0] = row[0];
+          o[1] = row[1];
+          o[8] = row[2];
+          o[9] = row[3];
+        }
+    } else {
+      for (int64_t g = 0; g < groups; ++g)
+        for (int pos = 0; pos < 64; ++pos) {
+          const int64_t k = 4 * g + ((pos >> 3) & 1) * 2 + (pos & 1), n = n0 + (pos >> 4) * 4 + ((pos & 7) >> 1);
+          d[g * 64 + pos] = k < K && n < N ? byte_at(src, k, n) : 0;
+        }
+    }
     // 16 divides 128: a panel lies in one block column of the source.
     for (int64_t kb = 0; kb < kblocks; ++kb) dst_scale[p * kblocks + kb] = scale_at(src, kb * kFp8ScaleBlock, n0);
   }

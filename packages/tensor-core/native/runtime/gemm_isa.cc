@@ -58,22 +58,46 @@ void packed_kernel(const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ps, in
     for (int n = 0; n < NB; ++n) _mm512_storeu_ps(c + m * ldc + n * 16, acc[m][n]);
 }
 
-inline __m512 load16_bf16(const bf16_t* p) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
-}
-
+// ND/NZ weights in place: rows k and k+1 of a 16-column panel are interleaved in a register into
+// one vdpbf16ps operand (the packed layout, built on the fly), so a pass does one dot per k-pair and
+// row of x instead of two fp32 FMAs and two conversions. Strided ND rows are prefetched a few rows
+// ahead: each task reads only its panels' slice of every row, a pattern the hardware does not follow.
 template <int MR, int NB>
 void direct_kernel(const bf16_t* a, int64_t lda, const bf16_t* w, int64_t rs, int64_t ps, int64_t K, float* c,
                    int64_t ldc, bool accumulate) {
+  constexpr int64_t kPfRows = 8;
+  const __m512i pair_idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6,
+                                            37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  const bool prefetch = rs > 16;
   __m512 acc[MR][NB];
   for (int m = 0; m < MR; ++m)
     for (int n = 0; n < NB; ++n) acc[m][n] = accumulate ? _mm512_loadu_ps(c + m * ldc + n * 16) : _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; ++k) {
-    __m512 wv[NB];
-    for (int n = 0; n < NB; ++n) wv[n] = load16_bf16(w + n * ps + k * rs);
+  int64_t k = 0;
+  for (; k + 2 <= K; k += 2) {
+    if (prefetch && k + kPfRows + 1 < K) {
+      for (int n = 0; n < NB; ++n) {
+        _mm_prefetch(reinterpret_cast<const char*>(w + n * ps + (k + kPfRows) * rs), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(w + n * ps + (k + kPfRows + 1) * rs), _MM_HINT_T0);
+      }
+    }
+    __m512bh wv[NB];
+    for (int n = 0; n < NB; ++n) {
+      const __m512i r0 = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)(w + n * ps + k * rs)));
+      const __m512i r1 = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)(w + n * ps + (k + 1) * rs)));
+      wv[n] = (__m512bh)_mm512_permutex2var_epi16(r0, pair_idx, r1);
+    }
     for (int m = 0; m < MR; ++m) {
-      const __m512 av = _mm512_set1_ps(bf16_to_f32(a[m * lda + k]));
-      for (int n = 0; n < NB; ++n) acc[m][n] = _mm512_fmadd_ps(av, wv[n], acc[m][n]);
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(load_pair(a + m * lda + k));
+      for (int n = 0; n < NB; ++n) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], av, wv[n]);
+    }
+  }
+  if (k < K) {  // odd K: the last row pairs with zeros
+    __m512bh wv[NB];
+    for (int n = 0; n < NB; ++n)
+      wv[n] = (__m512bh)_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(w + n * ps + k * rs)));
+    for (int m = 0; m < MR; ++m) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(a[m * lda + k]);
+      for (int n = 0; n < NB; ++n) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], av, wv[n]);
     }
   }
   for (int m = 0; m < MR; ++m)
@@ -207,6 +231,25 @@ void pack_panel16(const bf16_t* src, int64_t rs, int64_t K, bf16_t* dst) {
       dst[kk * 32 + 2 * j + 1] = 2 * kk + 1 < K ? src[(2 * kk + 1) * rs + j] : 0;
     }
   }
+}
+
+void f32_to_bf16_row(const float* src, int64_t n, bf16_t* dst) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  // Round to nearest even in the integer domain (as f32_to_bf16 does; vcvtneps2bf16 would flush
+  // subnormals), then quiet any NaN instead of letting the carry turn it into Inf.
+  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff), exp = _mm512_set1_epi32(0x7f800000);
+  const __m512i quiet = _mm512_set1_epi32(0x00400000);
+  for (; i + 16 <= n; i += 16) {
+    const __m512i bits = _mm512_castps_si512(_mm512_loadu_ps(src + i));
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
+    __m512i r = _mm512_add_epi32(bits, _mm512_add_epi32(bias, lsb));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_andnot_si512(_mm512_set1_epi32(INT32_MIN), bits), exp);
+    r = _mm512_mask_or_epi32(r, nan, bits, quiet);
+    _mm256_storeu_si256((__m256i*)(dst + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
 }
 
 void gemm_packed_tile(const bf16_t* a, int64_t lda, int mr, const bf16_t* b, int64_t panel_stride, int np, int64_t kp2,

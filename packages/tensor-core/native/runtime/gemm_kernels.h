@@ -28,4 +28,7 @@ DSA_DECLARE_ISA_FN(void, gemm_direct_tile,
 // NZ: 16) into the packed layout (K rounded up to even, the pad row zero): Kp/2 lines of 32 values.
 DSA_DECLARE_ISA_FN(void, pack_panel16, (const bf16_t* src, int64_t row_stride, int64_t K, bf16_t* dst))
 
+// dst[i] = f32_to_bf16(src[i]) for i < n (the same rounding and NaN rule, vectorized).
+DSA_DECLARE_ISA_FN(void, f32_to_bf16_row, (const float* src, int64_t n, bf16_t* dst))
+
 }  // namespace dsa
