@@ -4,6 +4,7 @@
 #include <memory>
 #include <mutex>
 
+#include "dsa/fp8_cache.h"
 #include "dsa/napi_tensor.h"
 #include "fused_kernel.h"
 
@@ -103,11 +104,16 @@ class Layer : public Napi::ObjectWrap<Layer> {
     TensorArg sin = get_tensor(env, in.Get("sin"), "sin", DType::BF16, 3);
     TensorArg cos = get_tensor(env, in.Get("cos"), "cos", DType::BF16, 3);
     TensorArg ci = get_tensor(env, in.Get("cacheIndex"), "cacheIndex", DType::I32, 2);
-    TensorArg kv = get_tensor(env, in.Get("kvCache"), "kvCache", DType::BF16, 4);
-    TensorArg kr = get_tensor(env, in.Get("krCache"), "krCache", DType::BF16, 4);
+    // FP8 caches are uint8 rows (dsa/fp8_cache.h); an FP8 kvCache holds the rope part (no krCache).
+    const bool kv8 = tensor_dtype(in.Get("kvCache")) == "uint8", ik8 = tensor_dtype(in.Get("indexKCache")) == "uint8";
+    const bool has_kr = !in.Get("krCache").IsUndefined() && !in.Get("krCache").IsNull();
+    if (kv8 && has_kr) throw_error(env, Code::Argument, "krCache: expected none with an FP8 (uint8) kvCache, whose rows hold the rope part");
+    if (!kv8 && !has_kr) throw_error(env, Code::Argument, "krCache: expected a bfloat16 tensor (only an FP8 kvCache goes without)");
+    TensorArg kv = get_tensor(env, in.Get("kvCache"), "kvCache", kv8 ? DType::U8 : DType::BF16, 4);
+    TensorArg kr = kv8 ? TensorArg{} : get_tensor(env, in.Get("krCache"), "krCache", DType::BF16, 4);
     TensorArg bt = get_tensor(env, in.Get("blockTable"), "blockTable", DType::I32, 2);
     TensorArg act = get_tensor(env, in.Get("actSeqs"), "actSeqs", DType::I32, 1);
-    TensorArg ik = get_tensor(env, in.Get("indexKCache"), "indexKCache", DType::BF16, 4);
+    TensorArg ik = get_tensor(env, in.Get("indexKCache"), "indexKCache", ik8 ? DType::U8 : DType::BF16, 4);
     s.b = x.dim(0);
     s.s1 = x.dim(1);
     s.block_num = kv.dim(0);
@@ -120,20 +126,29 @@ class Layer : public Napi::ObjectWrap<Layer> {
     expect(sin, {s.b, s.s1, d.rope});
     expect(cos, {s.b, s.s1, d.rope});
     expect(ci, {s.b, s.s1});
-    expect(kv, {s.block_num, s.block_size, 1, d.kv_lora});
-    expect(kr, {s.block_num, s.block_size, 1, d.rope});
-    expect(ik, {s.block_num, s.block_size, 1, d.idx_dim});
+    if (kv8 && d.kv_lora % kFp8Block != 0)
+      throw_error(env, Code::Shape, "kvCache: an FP8 latent cache needs kv_lora % 128 == 0, got " + std::to_string(d.kv_lora));
+    if (ik8 && d.idx_dim != kFp8Block)
+      throw_error(env, Code::Shape, "indexKCache: an FP8 key cache needs an indexer head dim of 128 (the Hadamard size), got " +
+                                        std::to_string(d.idx_dim));
+    expect(kv, {s.block_num, s.block_size, 1, kv8 ? fp8_kv_row_bytes(d.kv_lora, d.rope) : d.kv_lora});
+    if (!kv8) expect(kr, {s.block_num, s.block_size, 1, d.rope});
+    expect(ik, {s.block_num, s.block_size, 1, ik8 ? fp8_index_row_bytes(d.idx_dim) : d.idx_dim});
     expect(bt, {s.b, s.max_blocks});
     expect(act, {s.b});
     s.x = x.ptr<const bf16_t>();
     s.sin = sin.ptr<const bf16_t>();
     s.cos = cos.ptr<const bf16_t>();
     s.cache_index = ci.ptr<const int32_t>();
-    s.kv_cache = kv.ptr<bf16_t>();
-    s.kr_cache = kr.ptr<bf16_t>();
+    if (kv8) s.kv_cache8 = kv.ptr<uint8_t>();
+    else {
+      s.kv_cache = kv.ptr<bf16_t>();
+      s.kr_cache = kr.ptr<bf16_t>();
+    }
     s.block_table = bt.ptr<const int32_t>();
     s.act_seqs = act.ptr<const int32_t>();
-    s.index_k_cache = ik.ptr<bf16_t>();
+    if (ik8) s.index_k_cache8 = ik.ptr<uint8_t>();
+    else s.index_k_cache = ik.ptr<bf16_t>();
     s.softmax_scale = num(o, "softmaxScale");
     s.rms_norm_eps = num(o, "rmsNormEps");
     s.layer_norm_eps = num(o, "layerNormEps");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "dsa/fp8_cache.h"
 #include "dsa/thread_pool.h"
 #include "indexer_prolog_kernel.h"
 #include "lightning_indexer_kernel.h"
@@ -96,17 +97,21 @@ void grow(std::vector<T>& v, int64_t n) {
 
 bool cancelled(const int32_t* cell) { return cell && __atomic_load_n(cell, __ATOMIC_RELAXED) != 0; }
 
-// Copy the rows of the written slots out of (save) or back into (restore) the three caches.
-void swap_rows(const Step& s, const Dims& d, std::vector<bf16_t>& saved, bool save) {
+// Copy the rows of the written slots out of (save) or back into (restore) the caches.
+void swap_rows(const Step& s, const Dims& d, std::vector<uint8_t>& saved, bool save) {
   const int64_t T = s.b * s.s1;
-  const int64_t widths[3] = {d.kv_lora, d.rope, d.idx_dim};
-  bf16_t* caches[3] = {s.kv_cache, s.kr_cache, s.index_k_cache};
-  if (save) saved.resize(static_cast<size_t>(T * (d.kv_lora + d.rope + d.idx_dim)));
-  bf16_t* p = saved.data();
+  // Row bytes and base of each cache (an FP8 latent cache has no separate rope cache: width 0).
+  const int64_t widths[3] = {s.kv_cache8 ? fp8_kv_row_bytes(d.kv_lora, d.rope) : 2 * d.kv_lora, s.kv_cache8 ? 0 : 2 * d.rope,
+                             s.index_k_cache8 ? fp8_index_row_bytes(d.idx_dim) : 2 * d.idx_dim};
+  uint8_t* caches[3] = {s.kv_cache8 ? s.kv_cache8 : reinterpret_cast<uint8_t*>(s.kv_cache), reinterpret_cast<uint8_t*>(s.kr_cache),
+                        s.index_k_cache8 ? s.index_k_cache8 : reinterpret_cast<uint8_t*>(s.index_k_cache)};
+  if (save) saved.resize(static_cast<size_t>(T * (widths[0] + widths[1] + widths[2])));
+  uint8_t* p = saved.data();
   for (int64_t t = 0; t < T; ++t) {
     const int32_t slot = s.cache_index[t];
     for (int c = 0; c < 3; ++c) {
-      bf16_t* row = caches[c] + static_cast<int64_t>(slot) * widths[c];
+      if (widths[c] == 0) continue;
+      uint8_t* row = caches[c] + static_cast<int64_t>(slot) * widths[c];
       if (slot >= 0) {
         if (save) std::copy(row, row + widths[c], p);
         else std::copy(p, p + widths[c], row);
@@ -228,8 +233,8 @@ Status run_impl(const Prepared& p, const Step& s, Workspace& ws, Times* times) {
   if (s.b < 0 || s.s1 < 0 || s.block_num < 0 || s.block_size <= 0 || s.max_blocks < 0 || !s.out)
     return Status::Error(Code::Argument, "inputs: inconsistent call dimensions");
   if (T == 0) return Status::Ok();
-  if (!s.x || !s.sin || !s.cos || !s.cache_index || !s.block_table || !s.act_seqs || !s.kv_cache || !s.kr_cache ||
-      !s.index_k_cache)
+  if (!s.x || !s.sin || !s.cos || !s.cache_index || !s.block_table || !s.act_seqs ||
+      !(s.kv_cache8 || (s.kv_cache && s.kr_cache)) || !(s.index_k_cache || s.index_k_cache8))
     return Status::Error(Code::Argument, "inputs: a tensor is missing");
   try {
     grow(ws.proj, T * d.x_cols());
@@ -252,7 +257,7 @@ Status run_impl(const Prepared& p, const Step& s, Workspace& ws, Times* times) {
   m.w_uk_format = p.w_uk.view.format;
   m.gamma_cq = p.gamma_cq.data(); m.gamma_ckv = p.gamma_ckv.data();
   m.sin = s.sin; m.cos = s.cos; m.cache_index = s.cache_index;
-  m.kv_cache = s.kv_cache; m.kr_cache = s.kr_cache;
+  m.kv_cache = s.kv_cache; m.kr_cache = s.kr_cache; m.kv_cache8 = s.kv_cache8;
   m.q_nope = ws.q_nope.data(); m.q_rope = ws.q_rope.data(); m.q_norm = ws.q_norm.data();
   m.rms_norm_eps = s.rms_norm_eps;
 
@@ -262,12 +267,14 @@ Status run_impl(const Prepared& p, const Step& s, Workspace& ws, Times* times) {
   q.w_qb = p.w_idx_qb.view;
   q.gamma_k = p.gamma_k.data(); q.beta_k = p.beta_k.data();
   q.sin = s.sin; q.cos = s.cos; q.cache_index = s.cache_index; q.index_k_cache = s.index_k_cache;
+  q.index_k_cache8 = s.index_k_cache8;
   q.query = ws.query.data(); q.weights = ws.weights.data();
   q.layer_norm_eps = static_cast<float>(s.layer_norm_eps);
   q.rope_mode = s.indexer_rope == 1 ? ip::RopeMode::Half : ip::RopeMode::Interleaved;
 
   li::Args l;
   l.query = ws.query.data(); l.weights = ws.weights.data(); l.index_k_cache = s.index_k_cache;
+  l.index_k_cache8 = s.index_k_cache8;
   l.block_table = s.block_table; l.act_seqs = s.act_seqs;
   l.b = s.b; l.s1 = s.s1; l.heads = d.idx_heads; l.dim = d.idx_dim;
   l.block_num = s.block_num; l.block_size = s.block_size; l.max_blocks = s.max_blocks;
@@ -276,6 +283,7 @@ Status run_impl(const Prepared& p, const Step& s, Workspace& ws, Times* times) {
 
   sfa::Args a;
   a.q_nope = ws.q_nope.data(); a.q_rope = ws.q_rope.data(); a.kv_cache = s.kv_cache; a.kr_cache = s.kr_cache;
+  a.kv_cache8 = s.kv_cache8;
   a.indices = l.indices; a.block_table = s.block_table; a.act_seqs = s.act_seqs; a.out = s.out;
   a.b = s.b; a.s1 = s.s1; a.n = d.n; a.kv_lora = d.kv_lora; a.rope = d.rope;
   a.blocks = s.block_num; a.block_size = s.block_size; a.topk = s.topk; a.max_blocks = s.max_blocks;

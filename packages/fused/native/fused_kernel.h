@@ -68,6 +68,9 @@ struct Step {
   const int32_t* block_table = nullptr;                       // [b, max_blocks]
   const int32_t* act_seqs = nullptr;                          // [b]
   bf16_t *kv_cache = nullptr, *kr_cache = nullptr, *index_k_cache = nullptr;  // updated in place
+  // FP8 caches (dsa/fp8_cache.h), each instead of its bf16 form: the 656-byte latent rows replace
+  // kv_cache and kr_cache, the 132-byte key rows replace index_k_cache. Either may be used alone.
+  uint8_t *kv_cache8 = nullptr, *index_k_cache8 = nullptr;
   double softmax_scale = 0, rms_norm_eps = 1e-5, layer_norm_eps = 1e-6;
   int indexer_rope = 0;  // 0 interleaved, 1 half
   int64_t topk = 2048;
@@ -90,7 +93,7 @@ struct Workspace {
   std::vector<float> proj;
   std::vector<bf16_t> q_nope, q_rope, q_norm, query, weights;
   std::vector<int32_t> indices;
-  std::vector<bf16_t> saved_rows;  // cache rows a cancellable call overwrites, to put back on abort
+  std::vector<uint8_t> saved_rows;  // cache rows a cancellable call overwrites, to put back on abort
 };
 
 // Validates everything the four stages will read or write before anything is written, then runs.

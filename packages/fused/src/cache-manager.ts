@@ -1,4 +1,7 @@
-import { DsaError, ErrorCode, largeZeros, zeros, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import {
+  DsaError, ErrorCode, FP8_BLOCK, fp8IndexRowBytes, fp8KvRowBytes, largeZeros, zeros, type Bf16Tensor, type CacheDtype, type I32Tensor,
+  type U8Tensor,
+} from '@dsa/tensor-core';
 
 export interface PagedCacheConfig {
   /** Physical blocks in the pool (shared by all sequences). */
@@ -13,6 +16,22 @@ export interface PagedCacheConfig {
   indexDim: number;
   /** Longest sequence in blocks (default: the whole pool); the width of blockTable. */
   maxBlocksPerSeq?: number;
+  /**
+   * 'bfloat16' (default): kvCache [.., kvLora] + krCache [.., rope] + indexKCache [.., indexDim], bf16
+   * (1408 B per token at DeepSeek size). 'float8_e4m3fn': kvCache uint8 [.., kvLora + 4·kvLora/128 +
+   * 2·rope] (656 B: e4m3 latent tiles ‖ fp32 tile scales ‖ bf16 rope; no krCache) and indexKCache uint8
+   * [.., indexDim + 4] (132 B: e4m3 Hadamard-rotated key ‖ fp32 scale), 788 B per token (tensor-core
+   * fp8-cache.ts). Needs kvLora % 128 == 0 and indexDim == 128.
+   */
+  dtype?: CacheDtype;
+}
+
+/** The cache tensors one operator call takes: spread them into the call's inputs. */
+export interface CacheTensors {
+  kvCache: Bf16Tensor | U8Tensor;
+  /** Absent for FP8 caches (the rope part lives in the latent rows). */
+  krCache?: Bf16Tensor;
+  indexKCache: Bf16Tensor | U8Tensor;
 }
 
 /** What one operator call needs besides x, sin, cos and the weights. */
@@ -29,10 +48,15 @@ export interface StepPlan {
  * first; a plan that does not fit throws DSA_E_STATE and changes nothing.
  */
 export class PagedCacheManager {
-  readonly kvCache: Bf16Tensor;
-  readonly krCache: Bf16Tensor;
-  readonly indexKCache: Bf16Tensor;
+  readonly dtype: CacheDtype;
+  readonly kvCache: Bf16Tensor | U8Tensor;
+  /** undefined for FP8 caches. */
+  readonly krCache: Bf16Tensor | undefined;
+  readonly indexKCache: Bf16Tensor | U8Tensor;
+  /** Cache bytes per token (all caches of one layer): 1408 bf16, 788 FP8 at DeepSeek size. */
+  readonly bytesPerToken: number;
   readonly blockSize: number;
+  readonly kvLora: number;
   readonly maxBlocksPerSeq: number;
   private readonly freeBlocks: number[];
   private readonly seqs = new Map<number, { blocks: number[]; length: number }>();
@@ -45,14 +69,40 @@ export class PagedCacheManager {
         throw new DsaError(ErrorCode.ARGUMENT, `${k}: expected a positive integer, got ${String(v)}`, k);
       }
     }
-    const { numBlocks, blockSize } = config;
+    const { numBlocks, blockSize, kvLora, rope, indexDim } = config;
+    const dtype = config.dtype ?? 'bfloat16';
+    if (dtype !== 'bfloat16' && dtype !== 'float8_e4m3fn') {
+      throw new DsaError(ErrorCode.ARGUMENT, `dtype: expected 'bfloat16' or 'float8_e4m3fn', got ${String(dtype)}`, 'dtype');
+    }
+    this.dtype = dtype;
     this.blockSize = blockSize;
+    this.kvLora = kvLora;
     this.maxBlocksPerSeq = config.maxBlocksPerSeq ?? Math.max(1, numBlocks);
     // Streamed by the kernels: huge-page backed where the OS allows (largeZeros).
-    this.kvCache = largeZeros('bfloat16', [numBlocks, blockSize, 1, config.kvLora]);
-    this.krCache = largeZeros('bfloat16', [numBlocks, blockSize, 1, config.rope]);
-    this.indexKCache = largeZeros('bfloat16', [numBlocks, blockSize, 1, config.indexDim]);
+    if (dtype === 'float8_e4m3fn') {
+      if (kvLora % FP8_BLOCK !== 0) throw new DsaError(ErrorCode.SHAPE, `kvLora: an FP8 latent cache needs a multiple of 128, got ${kvLora}`, 'kvLora');
+      if (indexDim !== FP8_BLOCK) throw new DsaError(ErrorCode.SHAPE, `indexDim: an FP8 key cache needs 128 (the Hadamard size), got ${indexDim}`, 'indexDim');
+      this.kvCache = largeZeros('uint8', [numBlocks, blockSize, 1, fp8KvRowBytes(kvLora, rope)]);
+      this.krCache = undefined;
+      this.indexKCache = largeZeros('uint8', [numBlocks, blockSize, 1, fp8IndexRowBytes(indexDim)]);
+      this.bytesPerToken = fp8KvRowBytes(kvLora, rope) + fp8IndexRowBytes(indexDim);
+    } else {
+      this.kvCache = largeZeros('bfloat16', [numBlocks, blockSize, 1, kvLora]);
+      this.krCache = largeZeros('bfloat16', [numBlocks, blockSize, 1, rope]);
+      this.indexKCache = largeZeros('bfloat16', [numBlocks, blockSize, 1, indexDim]);
+      this.bytesPerToken = 2 * (kvLora + rope + indexDim);
+    }
     this.freeBlocks = Array.from({ length: numBlocks }, (_, i) => numBlocks - 1 - i);
+  }
+
+  /**
+   * Every cache tensor the operator needs, for either dtype:
+   * `layer.forward({ x, sin, cos, ...cache.plan(seqs, s1), ...cache.tensors() })`.
+   */
+  tensors(): CacheTensors {
+    return this.krCache
+      ? { kvCache: this.kvCache, krCache: this.krCache, indexKCache: this.indexKCache }
+      : { kvCache: this.kvCache, indexKCache: this.indexKCache };
   }
 
   /** Open a new (empty) sequence and return its id. */

@@ -73,7 +73,7 @@ export function runChain(i: SparseAttentionInputs, o: ResolvedOptions, times?: S
 export async function runChainAsync(i: SparseAttentionInputs, o: ResolvedOptions): Promise<OperatorResult> {
   const signal = o.signal;
   if (signal?.aborted) throw abortedError();
-  const restore = signal ? saveCacheRows([i.kvCache, i.krCache, i.indexKCache], i.cacheIndex.data) : undefined;
+  const restore = signal ? saveCacheRows([i.kvCache, ...(i.krCache ? [i.krCache] : []), i.indexKCache], i.cacheIndex.data) : undefined;
   const check = (): void => {
     if (signal?.aborted) {
       restore!();

@@ -72,8 +72,8 @@ function measure(run: BenchRun, runners: Runner[], name: string, acts: number[],
       return s;
     });
     if (first === undefined) first = cache;
-    else for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) cache[k].data.set(first[k].data);
-    return { ...tokens, ...cache.plan(seqs, s1), kvCache: cache.kvCache, krCache: cache.krCache, indexKCache: cache.indexKCache };
+    else for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) cache[k]!.data.set(first[k]!.data);
+    return { ...tokens, ...cache.plan(seqs, s1), ...cache.tensors() };
   });
   // The same tokens are rewritten on every call: each call is one full decode step.
   for (let p = 0; p < pairs; p++) runners[p]!.forward(inputs[p]!);

@@ -10,7 +10,8 @@ export async function runCheck(folder: string | undefined, values: CliValues): P
   const mode = (values.mode as string | undefined) ?? 'fused';
   if (mode !== 'fused' && mode !== 'chain') throw new DsaError(ErrorCode.ARGUMENT, `--mode: expected fused or chain, got ${JSON.stringify(mode)}`, 'mode');
   const c = readGoldenCase(folder);
-  const inputs = { ...c.inputs } as unknown as SparseAttentionInputs;
+  // Golden cases hold bf16 caches.
+  const inputs = { ...c.inputs } as unknown as SparseAttentionInputs & Record<'kvCache' | 'krCache' | 'indexKCache', Bf16Tensor>;
   for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) inputs[k] = clone(inputs[k]);
   const r = sparseAttention(inputs, { ...(c.options as SparseAttentionOptions), mode, returnIndices: true });
   console.log(`case ${c.name} (${c.manifest.note ?? ''}), mode ${mode}`);

@@ -124,7 +124,7 @@ async function demo(values: CliValues, source: LayerSource): Promise<number> {
   const cache = new PagedCacheManager({ numBlocks: batch * blocksPerSeq, blockSize: d.blockSize, kvLora: d.kvLora, rope: d.rope, indexDim: d.idxDim, maxBlocksPerSeq: blocksPerSeq });
   const seqs = Array.from({ length: batch }, () => cache.admit());
   seqs.forEach((s, i) => fillHistory(cache, s, context - prefill, seed + 17 * i));
-  console.log(`  caches: ${fmt((cache.kvCache.data.byteLength + cache.krCache.data.byteLength + cache.indexKCache.data.byteLength) / 1e6)} MB in ${batch * blocksPerSeq} blocks`);
+  console.log(`  caches: ${fmt(Object.values(cache.tensors()).reduce((a, t) => a + t.data.byteLength, 0) / 1e6)} MB in ${batch * blocksPerSeq} blocks`);
 
   const rng = new Rng(seed + 1);
   // Prefill: the last `prefill` tokens of every sequence go through the operator in chunks.
@@ -136,7 +136,7 @@ async function demo(values: CliValues, source: LayerSource): Promise<number> {
     const s1 = Math.min(chunk, prefill - done);
     const plan = cache.plan(seqs, s1);
     const t0 = performance.now();
-    await layer.forwardAsync({ ...source.tokens(batch, s1, plan.actSeqs, rng), ...plan, kvCache: cache.kvCache, krCache: cache.krCache, indexKCache: cache.indexKCache });
+    await layer.forwardAsync({ ...source.tokens(batch, s1, plan.actSeqs, rng), ...plan, ...cache.tensors() });
     prefillMs += performance.now() - t0;
     const cost = callCost(d, Array.from(plan.actSeqs.data), s1, ceil, 3, source.dtype);
     prefillFlops += cost.prologFlops + cost.indexerFlops + cost.attentionFlops;
@@ -153,9 +153,9 @@ async function demo(values: CliValues, source: LayerSource): Promise<number> {
   const dp = new Progress('decode  ', steps, ' steps');
   for (let step = 0; step < steps; step++) {
     const plan = cache.plan(seqs, 1);
-    const inputs = { ...source.tokens(batch, 1, plan.actSeqs, rng), ...plan, kvCache: cache.kvCache, krCache: cache.krCache, indexKCache: cache.indexKCache };
+    const inputs = { ...source.tokens(batch, 1, plan.actSeqs, rng), ...plan, ...cache.tensors() };
     const last = step === steps - 1;
-    const snapshot = last ? { kvCache: clone(cache.kvCache), krCache: clone(cache.krCache), indexKCache: clone(cache.indexKCache) } : undefined;
+    const snapshot = last ? Object.fromEntries(Object.entries(cache.tensors()).map(([k, t]) => [k, clone(t)])) : undefined;
     const t0 = performance.now();
     const r = layer.forward(inputs, { returnIndices: last });
     decodeMs += performance.now() - t0;
@@ -173,7 +173,8 @@ async function demo(values: CliValues, source: LayerSource): Promise<number> {
         const b = c.indices!.data.subarray(row * topk, (row + 1) * topk);
         if (b.every((v) => a.has(v))) sameRows++;
       }
-      const cachesEqual = (['kvCache', 'krCache', 'indexKCache'] as const).every((k) => snapshot[k].data.every((v, i) => v === cache[k].data[i]));
+      const now = cache.tensors() as unknown as Record<string, { data: ArrayLike<number> }>;
+      const cachesEqual = Object.entries(snapshot).every(([k, t]) => Array.prototype.every.call(t.data, (v: number, i: number) => v === now[k]!.data[i]));
       check = `fused vs chain on the last step: out relative L2 ${cmp.relL2.toExponential(2)}, isclose ${pct(cmp.close)}, ` +
         `identical top-k sets ${sameRows}/${batch} rows, caches ${cachesEqual ? 'byte-identical' : 'DIFFERENT'} → ${cmp.pass && cachesEqual ? 'PASS' : 'FAIL'}`;
       if (!(cmp.pass && cachesEqual)) process.exitCode = 1;

@@ -2,8 +2,9 @@
 // The `dsa` command: `dsa demo` (the README's main job), `dsa bench`, `dsa check <folder>`,
 // `dsa check-checkpoint <folder>`.
 import { parseArgs } from 'node:util';
-import { DsaError, isDsaError } from '@dsa/tensor-core';
+import { DsaError, ErrorCode, isDsaError } from '@dsa/tensor-core';
 import { runBench } from './cli-bench.js';
+import { runCacheBench } from './cli-bench-cache.js';
 import { runCheck } from './cli-check.js';
 import { runCheckCheckpoint } from './cli-check-checkpoint.js';
 import { runDemo } from './cli-demo.js';
@@ -43,6 +44,10 @@ const HELP = `dsa — DeepSeek-V3.2 sparse attention (DSA) on this machine
       checkpoint's form, kept FP8 by the kernels), and bf16 and FP8 layers are compared in
       alternating rounds at decode b=1 4K and 128K and a 1024-token prefill.
 
+  dsa bench --cache fp8 [--threads N] [--quick] [--json bench-results/fused-cache.json]
+      FP8 paged caches (656 B latent + 132 B index key per token) against bf16 caches (1408 B):
+      decode b=1 at 128K and b=4 mixed, alternating rounds, medians; indexer and attention stage times.
+
   dsa check <folder> [--mode fused|chain]
       Run the operator on a folder in the shared/golden format and print the spec's accuracy
       measures per output (relative L2, the Ascend isclose rule, top-k agreement).
@@ -62,6 +67,7 @@ async function main(): Promise<number> {
       steps: { type: 'string' }, threads: { type: 'string' }, preset: { type: 'string' }, seed: { type: 'string' },
       json: { type: 'string' }, svg: { type: 'string' }, quick: { type: 'boolean' }, mode: { type: 'string' },
       checkpoint: { type: 'string' }, layer: { type: 'string' }, dtype: { type: 'string' }, weights: { type: 'string' },
+      cache: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -77,6 +83,10 @@ async function main(): Promise<number> {
     return 0;
   }
   if (command === 'demo') return runDemo(values);
+  if (command === 'bench' && values.cache !== undefined) {
+    if (values.cache !== 'fp8') throw new DsaError(ErrorCode.ARGUMENT, `--cache: expected fp8, got ${JSON.stringify(values.cache)}`, 'cache');
+    return runCacheBench(values);
+  }
   if (command === 'bench') return runBench(values);
   if (command === 'check') return runCheck(positionals[0], values);
   if (command === 'check-checkpoint') return runCheckCheckpoint(positionals[0], values);

@@ -1,12 +1,12 @@
 import { assertCachesIdle, DsaError, ErrorCode, withCaches, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
 import { runChain, runChainAsync, type OperatorResult } from './chain.js';
-import { checkStep, checkWeights, resolveOptions, type LayerWeights, type SparseAttentionInputs, type StepInputs } from './inputs.js';
-import { DsaLayer } from './layer.js';
+import { checkStep, checkWeights, resolveOptions, WEIGHT_KEYS, type LayerWeights, type SparseAttentionInputs, type StepInputs } from './inputs.js';
+import { cachesOf, DsaLayer } from './layer.js';
 import type { SparseAttentionOptions } from './presets.js';
 
 export { presets, type PresetName, type SparseAttentionOptions } from './presets.js';
 export { DsaLayer, type LayerTimes } from './layer.js';
-export { PagedCacheManager, type PagedCacheConfig, type StepPlan } from './cache-manager.js';
+export { PagedCacheManager, type CacheTensors, type PagedCacheConfig, type StepPlan } from './cache-manager.js';
 export type { LayerWeights, StepInputs, SparseAttentionInputs, OperatorDims } from './inputs.js';
 export type { OperatorResult, StageTimes } from './chain.js';
 export { nativeAddon } from './native.js';
@@ -16,7 +16,6 @@ export {
   type CheckpointConfig, type YarnScaling, type Fp8LayerWeights, type LoadProgress, type LayerLoadOptions, type OpenCheckpointOptions, type StoredTensor,
 } from './checkpoint.js';
 
-const WEIGHT_KEYS = ['wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv', 'wIdxQb', 'wIdxK', 'wIdxProj', 'inGammaK', 'inBetaK'] as const;
 const STEP_KEYS = ['x', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache', 'blockTable', 'actSeqs', 'indexKCache'] as const;
 
 /**
@@ -53,7 +52,7 @@ function split(inputs: SparseAttentionInputs): [LayerWeights, StepInputs] {
     throw new DsaError(ErrorCode.ARGUMENT, `inputs: expected an object with the operator's 20 tensors, got ${String(inputs)}`, 'inputs');
   }
   const w = Object.fromEntries(WEIGHT_KEYS.map((k) => [k, inputs[k]])) as unknown as LayerWeights;
-  const s = Object.fromEntries(STEP_KEYS.map((k) => [k, inputs[k]])) as unknown as StepInputs;
+  const s = Object.fromEntries(STEP_KEYS.filter((k) => inputs[k] !== undefined).map((k) => [k, inputs[k]])) as unknown as StepInputs;
   return [w, s];
 }
 
@@ -69,7 +68,7 @@ export function sparseAttention(inputs: SparseAttentionInputs, options: SparseAt
   if (options?.mode === 'chain') {
     const d = checkStep(s, checkWeights(w));
     const o = resolveOptions(options, d.kvLora, d.rope);
-    assertCachesIdle([['kvCache', s.kvCache], ['krCache', s.krCache], ['indexKCache', s.indexKCache]]);
+    assertCachesIdle(cachesOf(s));
     return runChain(inputs, o);
   }
   return layerFor(w).forward(s, options);
@@ -81,7 +80,7 @@ export async function sparseAttentionAsync(inputs: SparseAttentionInputs, option
   if (options?.mode === 'chain') {
     const d = checkStep(s, checkWeights(w));
     const o = resolveOptions(options, d.kvLora, d.rope);
-    return withCaches([['kvCache', s.kvCache], ['krCache', s.krCache], ['indexKCache', s.indexKCache]], () => runChainAsync(inputs, o));
+    return withCaches(cachesOf(s), () => runChainAsync(inputs, o));
   }
   return layerFor(w).forwardAsync(s, options);
 }

@@ -1,8 +1,10 @@
 import {
-  checkIntRange, checkTensor, checkWeight, DimBinder, DsaError, enumOption, ErrorCode, intOption, numberOption, signalOption,
-  type Bf16Tensor, type I32Tensor, type Weight,
+  checkIndexKeyCache, checkIntRange, checkLatentCaches, checkTensor, checkWeight, DimBinder, DsaError, enumOption, ErrorCode, intOption,
+  numberOption, signalOption, type Bf16Tensor, type I32Tensor, type U8Tensor, type Weight,
 } from '@dsa/tensor-core';
 import type { SparseAttentionOptions } from './presets.js';
+
+export const WEIGHT_KEYS = ['wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv', 'wIdxQb', 'wIdxK', 'wIdxProj', 'inGammaK', 'inBetaK'] as const;
 
 /**
  * The seven weights and four norm vectors: what a layer holds between calls. Each weight is bf16 (2-D:
@@ -29,11 +31,13 @@ export interface StepInputs {
   sin: Bf16Tensor;
   cos: Bf16Tensor;
   cacheIndex: I32Tensor;
-  kvCache: Bf16Tensor;
-  krCache: Bf16Tensor;
+  /** bf16 [blocks, block_size, 1, kv_lora], or the FP8 latent cache uint8 [.., 656] (then no krCache). */
+  kvCache: Bf16Tensor | U8Tensor;
+  krCache?: Bf16Tensor;
   blockTable: I32Tensor;
   actSeqs: I32Tensor;
-  indexKCache: Bf16Tensor;
+  /** bf16 [blocks, block_size, 1, idx_dim], or the FP8 key cache uint8 [.., 132]. */
+  indexKCache: Bf16Tensor | U8Tensor;
 }
 
 /** The operator's 20 inputs, in camelCase. */
@@ -105,18 +109,16 @@ export function checkStep(s: StepInputs, dims: DimBinder): OperatorDims {
   checkTensor('sin', s.sin, BF16);
   checkTensor('cos', s.cos, BF16);
   checkTensor('cacheIndex', s.cacheIndex, I32);
-  checkTensor('kvCache', s.kvCache, BF16);
-  checkTensor('krCache', s.krCache, BF16);
   checkTensor('blockTable', s.blockTable, I32);
   checkTensor('actSeqs', s.actSeqs, I32);
-  checkTensor('indexKCache', s.indexKCache, BF16);
   dims.match('x', s.x, ['b', 's1', 'h']);
   dims.match('sin', s.sin, ['b', 's1', 'rope']);
   dims.match('cos', s.cos, ['b', 's1', 'rope']);
   dims.match('cacheIndex', s.cacheIndex, ['b', 's1']);
-  dims.match('kvCache', s.kvCache, ['blocks', 'block_size', 1, 'kv_lora']);
-  dims.match('krCache', s.krCache, ['blocks', 'block_size', 1, 'rope']);
-  dims.match('indexKCache', s.indexKCache, ['blocks', 'block_size', 1, 'idx_dim']);
+  // Either cache may be FP8 (tensor-core fp8-cache.ts); the kernels pick each form from its dtype.
+  const names = { blockNum: 'blocks', blockSize: 'block_size', kvLora: 'kv_lora', rope: 'rope' };
+  checkLatentCaches(s.kvCache, s.krCache, dims, names);
+  checkIndexKeyCache(s.indexKCache, dims, 'idx_dim', names);
   dims.match('blockTable', s.blockTable, ['b', 'max_blocks']);
   dims.match('actSeqs', s.actSeqs, ['b']);
   const d: OperatorDims = {

@@ -1,6 +1,8 @@
-import { abortedError, assertCachesIdle, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, withCaches, type Bf16Tensor } from '@dsa/tensor-core';
+import {
+  abortedError, assertCachesIdle, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, withCaches, type Bf16Tensor, type Tensor,
+} from '@dsa/tensor-core';
 import { runChain, runChainAsync, type OperatorResult, type StageTimes } from './chain.js';
-import { checkStep, checkWeights, resolveOptions, type LayerWeights, type OperatorDims, type ResolvedOptions, type StepInputs } from './inputs.js';
+import { checkStep, checkWeights, resolveOptions, WEIGHT_KEYS, type LayerWeights, type OperatorDims, type ResolvedOptions, type StepInputs } from './inputs.js';
 import { callNative, nativeAddon, type NativeLayer, type NativeResult } from './native.js';
 import type { SparseAttentionOptions } from './presets.js';
 
@@ -107,7 +109,8 @@ export class DsaLayer {
 
   private chainWeights(): LayerWeights {
     if (this.packed === undefined) {
-      const w = { ...this.weights! };
+      // Only the weights: a full inputs object given as weights must not bring caches into the chain's calls.
+      const w = Object.fromEntries(WEIGHT_KEYS.map((k) => [k, this.weights![k]])) as unknown as LayerWeights;
       for (const k of PACKABLE) if (w[k].format !== 'PACKED') w[k] = packWeights(w[k]);
       this.packed = w;
     }
@@ -120,8 +123,11 @@ export class DsaLayer {
   }
 }
 
-function cachesOf(s: StepInputs): [string, Bf16Tensor][] {
-  return [['kvCache', s.kvCache], ['krCache', s.krCache], ['indexKCache', s.indexKCache]];
+/** The caches a call writes (no krCache with an FP8 kvCache), for tensor-core's cache lock. */
+export function cachesOf(s: StepInputs): [string, Tensor][] {
+  return s.krCache
+    ? [['kvCache', s.kvCache], ['krCache', s.krCache], ['indexKCache', s.indexKCache]]
+    : [['kvCache', s.kvCache], ['indexKCache', s.indexKCache]];
 }
 
 function emptyResult(d: OperatorDims, o: ResolvedOptions): OperatorResult {

@@ -100,20 +100,45 @@ export function weightBytes(d: ModelDims, dtype: WeightDtype = 'bf16'): number {
 /**
  * Fill a sequence's first `tokens` cache rows with random bf16 values in ±[2⁻⁷, 2) (what earlier
  * calls would have written). Built from random bits directly: 10⁹ values would be too slow otherwise.
+ * FP8 caches hold the same distribution, ±[2⁻⁷, 2) (e4m3 bytes of ±[2⁻⁶, 4): random sign, exponent
+ * field 1..8 and mantissa; scale 2⁻¹), and random bf16 rope values.
  */
 export function fillHistory(cache: PagedCacheManager, seq: number, tokens: number, seed: number): void {
   if (tokens <= 0) return;
   const plan = cache.plan([seq], tokens);
   let x = (seed * 2654435761) >>> 0 || 1;
-  for (const t of [cache.kvCache, cache.krCache, cache.indexKCache]) {
+  const next = (): number => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return x;
+  };
+  const bf16 = (): number => {
+    const r = next();
+    return (r & 0x8000) | ((120 + ((r >>> 16) & 7)) << 7) | ((r >>> 8) & 0x7f);
+  };
+  const scale = new Uint8Array(new Float32Array([2 ** -1]).buffer);
+  for (const t of Object.values(cache.tensors())) {
     const d = t.shape[3]!;
     const data = t.data;
+    if (t.dtype === 'bfloat16') {
+      for (const slot of plan.cacheIndex.data) for (let k = slot * d, end = k + d; k < end; k++) data[k] = bf16();
+      continue;
+    }
+    // FP8 rows: the e4m3 part, then one scale per 128 values, then (latent rows) bf16 rope values.
+    const e8 = t === cache.indexKCache ? d - 4 : cache.kvLora;
+    const ropeAt = e8 + (4 * e8) / 128;
     for (const slot of plan.cacheIndex.data) {
-      for (let k = slot * d, end = k + d; k < end; k++) {
-        x ^= x << 13;
-        x ^= x >>> 17;
-        x ^= x << 5;
-        data[k] = (x & 0x8000) | ((120 + ((x >>> 16) & 7)) << 7) | ((x >>> 8) & 0x7f);
+      const o = slot * d;
+      for (let k = 0; k < e8; k++) {
+        const r = next();
+        data[o + k] = (r & 0x87) | ((1 + ((r >>> 8) & 7)) << 3);
+      }
+      for (let g = 0; g < e8 / 128; g++) data.set(scale, o + e8 + 4 * g);
+      for (let k = ropeAt; k < d; k += 2) {
+        const v = bf16();
+        data[o + k] = v & 0xff;
+        data[o + k + 1] = v >> 8;
       }
     }
   }

@@ -1,10 +1,11 @@
 // Float64 reference of the whole operator: the four stages' references composed (each with the
-// spec's bf16 rounding points). The caches given are not modified; updated copies are returned.
+// spec's bf16 rounding points; FP8 caches with the stages' FP8 semantics, tensor-core fp8-cache.ts).
+// The caches given are not modified; updated copies are returned.
 import { indexerPrologReference } from '@dsa/indexer-prolog/reference';
 import { lightningIndexerReference } from '@dsa/lightning-indexer/reference';
 import { mlaPrologReference } from '@dsa/mla-prolog/reference';
 import { sparseFlashAttentionReference } from '@dsa/sparse-flash-attn/reference';
-import type { Bf16Tensor, I32Tensor } from '@dsa/tensor-core';
+import type { Bf16Tensor, I32Tensor, U8Tensor } from '@dsa/tensor-core';
 import type { SparseAttentionInputs } from './inputs.js';
 import type { SparseAttentionOptions } from './presets.js';
 
@@ -14,9 +15,10 @@ export interface SparseAttentionReference {
   indices: I32Tensor;
   /** float64 scores [b, s1, max act], −Infinity past each row's key count. */
   scores: Float64Array;
-  kvCache: Bf16Tensor;
-  krCache: Bf16Tensor;
-  indexKCache: Bf16Tensor;
+  /** Updated copies in the inputs' forms (FP8 caches: their bytes; no krCache with an FP8 kvCache). */
+  kvCache: Bf16Tensor | U8Tensor;
+  krCache?: Bf16Tensor;
+  indexKCache: Bf16Tensor | U8Tensor;
   qNope: Bf16Tensor;
   qRope: Bf16Tensor;
   qNorm: Bf16Tensor;

@@ -39,7 +39,7 @@ export async function soak(steps: number, seed = 1, sampleEvery = 500): Promise<
     const b = seqs.length;
     const inputs = {
       x: uniformBf16(rng, [b, s1, d.h], -1, 1), sin: uniformBf16(rng, [b, s1, d.rope], -1, 1), cos: uniformBf16(rng, [b, s1, d.rope], -1, 1),
-      ...plan, kvCache: cache.kvCache, krCache: cache.krCache, indexKCache: cache.indexKCache,
+      ...plan, ...cache.tensors(),
     };
     const r = step % 2 === 0 ? layer.forward(inputs) : await layer.forwardAsync(inputs);
     hash.update(new Uint8Array(r.out.data.buffer, r.out.data.byteOffset, r.out.data.byteLength));

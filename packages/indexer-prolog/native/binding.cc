@@ -3,6 +3,7 @@
 #include <memory>
 #include <string>
 
+#include "dsa/fp8_cache.h"
 #include "dsa/napi_tensor.h"
 #include "indexer_prolog_kernel.h"
 
@@ -46,7 +47,9 @@ Call prepare(const Napi::CallbackInfo& info) {
   TensorArg sn = get("sin", DType::BF16, 3);
   TensorArg cs = get("cos", DType::BF16, 3);
   TensorArg ci = get("cacheIndex", DType::I32, 2);
-  TensorArg cache = get("indexKCache", DType::BF16, 4);
+  // FP8 key cache: uint8 rows of dim e4m3 bytes + an fp32 scale (dsa/fp8_cache.h).
+  const bool fp8 = tensor_dtype(in.Get("indexKCache")) == "uint8";
+  TensorArg cache = get("indexKCache", fp8 ? DType::U8 : DType::BF16, 4);
 
   const int64_t b = x.dim(0), s1 = x.dim(1), h = x.dim(2);
   const int64_t di = wk.dim(1), heads = wp.dim(1), rope = sn.dim(2);
@@ -64,7 +67,10 @@ Call prepare(const Napi::CallbackInfo& info) {
   }
   expect_dim(env, cs, 2, rope, "rope from sin");
   expect_dim(env, cache, 2, 1, "one key head");
-  expect_dim(env, cache, 3, di, "idx_dim from wIdxK");
+  if (fp8 && di != kFp8Block)
+    throw_error(env, Code::Shape, "indexKCache: an FP8 key cache needs an indexer head dim of 128 (the Hadamard size), got " +
+                                      std::to_string(di) + " (wIdxK.shape[1])");
+  expect_dim(env, cache, 3, fp8 ? fp8_index_row_bytes(di) : di, fp8 ? "idx_dim + 4 bytes (FP8 row)" : "idx_dim from wIdxK");
 
   ip::Args& a = c.args;
   a.tokens = b * s1;
@@ -91,7 +97,8 @@ Call prepare(const Napi::CallbackInfo& info) {
   a.sin = sn.ptr<const bf16_t>();
   a.cos = cs.ptr<const bf16_t>();
   a.cache_index = ci.ptr<const int32_t>();
-  a.index_k_cache = cache.ptr<bf16_t>();
+  if (fp8) a.index_k_cache8 = cache.ptr<uint8_t>();
+  else a.index_k_cache = cache.ptr<bf16_t>();
   a.layer_norm_eps = static_cast<float>(info[1].As<Napi::Number>().DoubleValue());
   const std::string mode = info[2].As<Napi::String>().Utf8Value();
   if (mode == "interleaved") a.rope_mode = ip::RopeMode::Interleaved;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "dsa/fp8_cache.h"
 #include "dsa/thread_pool.h"
 
 namespace dsa {
@@ -79,7 +80,13 @@ Status check_common(const Args& a) {
   DSA_RETURN_IF_ERROR(check_ptr("sin", a.sin, a.tokens * a.rope));
   DSA_RETURN_IF_ERROR(check_ptr("cos", a.cos, a.tokens * a.rope));
   DSA_RETURN_IF_ERROR(check_ptr("cacheIndex", a.cache_index, a.tokens));
-  DSA_RETURN_IF_ERROR(check_ptr("indexKCache", a.index_k_cache, a.cache_rows * a.head_dim));
+  if (a.index_k_cache8) {
+    if (a.index_k_cache) return Status::Error(Code::Argument, "indexKCache: expected either the bf16 or the FP8 form, got both");
+    if (a.head_dim != kFp8Block)
+      return shape_error("indexKCache: an FP8 key cache needs an indexer head dim of 128 (the Hadamard size), got " + str(a.head_dim));
+  } else {
+    DSA_RETURN_IF_ERROR(check_ptr("indexKCache", a.index_k_cache, a.cache_rows * a.head_dim));
+  }
   DSA_RETURN_IF_ERROR(check_ptr("query", a.query, a.tokens * a.heads * a.head_dim));
   DSA_RETURN_IF_ERROR(check_ptr("weights", a.weights, a.tokens * a.heads));
   return check_slots(a);
@@ -96,6 +103,15 @@ inline void rope_bf16(bf16_t* v, const bf16_t* sn, const bf16_t* cs, int64_t rop
     v[j] = f32_to_bf16(re * bf16_to_f32(cs[j]) - im * bf16_to_f32(sn[j]));
     v[half + j] = f32_to_bf16(im * bf16_to_f32(cs[half + j]) + re * bf16_to_f32(sn[half + j]));
   }
+}
+
+// The FP8 key row: bf16(H · key) in fp32, one ue8m0 group, then its scale.
+void write_fp8_key(const bf16_t* key, int64_t dim, uint8_t* row) {
+  float f[kFp8Block];
+  for (int64_t d = 0; d < dim; ++d) f[d] = bf16_to_f32(key[d]);
+  hadamard_f32(f, dim);
+  for (int64_t d = 0; d < dim; ++d) f[d] = round_bf16(f[d]);
+  fp8_store_scale(row + dim, fp8_quantize_group(f, dim, row));
 }
 
 // One token: RoPE on each query head, LayerNorm + RoPE of the key and its scatter, weights to bf16.
@@ -123,6 +139,10 @@ void epilogue_token(const Args& a, int64_t t, const float* k, const float* w, fl
   for (int64_t d = 0; d < a.head_dim; ++d)
     key[d] = f32_to_bf16((k[d] - mean) * rstd * bf16_to_f32(a.gamma_k[d]) + bf16_to_f32(a.beta_k[d]));
   rope_bf16(key, sn, cs, a.rope, a.rope_mode, tmp);
+  if (a.index_k_cache8) {
+    write_fp8_key(key, a.head_dim, a.index_k_cache8 + slot * fp8_index_row_bytes(a.head_dim));
+    return;
+  }
   std::memcpy(a.index_k_cache + slot * a.head_dim, key, static_cast<size_t>(a.head_dim) * sizeof(bf16_t));
 }
 

@@ -2,6 +2,9 @@
 //   query[t]   = RoPE_head(bf16(q_norm[t] @ w_qb))              -> bf16, RoPE on the first `rope` dims of each head
 //   key        = RoPE(bf16(LayerNorm(f32(x[t] @ w_k))))         -> bf16, written to index_k_cache[cache_index[t]]
 //   weights[t] = bf16(x[t] @ w_proj)                            (no scale)
+// FP8 key cache (index_k_cache8 instead of index_k_cache, head_dim 128): the bf16 key times the
+// normalized Sylvester–Hadamard matrix (fp32, rounded to bf16), quantized as one ue8m0 group:
+// 128 e4m3 bytes ‖ the fp32 scale per slot (dsa/fp8_cache.h).
 // Dimensions come from the caller (the binding reads them from tensor shapes). Nothing here throws:
 // every function returns a Status, and validate() checks everything before run() writes anything.
 //
@@ -45,6 +48,7 @@ struct Args {
   const bf16_t* cos = nullptr;       // [tokens, rope]
   const int32_t* cache_index = nullptr;  // [tokens] global slot; negative: not written
   bf16_t* index_k_cache = nullptr;       // [cache_rows, head_dim], updated in place
+  uint8_t* index_k_cache8 = nullptr;     // FP8 form [cache_rows, head_dim + 4]; then index_k_cache is null
 
   bf16_t* query = nullptr;    // out [tokens, heads, head_dim]
   bf16_t* weights = nullptr;  // out [tokens, heads]

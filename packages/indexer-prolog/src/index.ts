@@ -1,6 +1,6 @@
 import {
-  assertCachesIdle, type Bf16Tensor, checkTensor, checkWeight, DimBinder, DsaError, enumOption, ErrorCode, fromNZ, fromNativeError,
-  type I32Tensor, isFp8Weight, numberOption, packWeights, type Tensor, unravel, type Weight, withCaches,
+  assertCachesIdle, type Bf16Tensor, checkIndexKeyCache, checkTensor, checkWeight, DimBinder, DsaError, enumOption, ErrorCode, fromNZ,
+  fromNativeError, type I32Tensor, isFp8Weight, numberOption, packWeights, type Tensor, type U8Tensor, unravel, type Weight, withCaches,
 } from '@dsa/tensor-core';
 import { abortedError, saveCacheRows, signalOption, tokenChunks, tokenRows } from './cancel.js';
 import { nativeAddon } from './native.js';
@@ -56,8 +56,12 @@ export interface IndexerPrologStep {
   cos: Bf16Tensor;
   /** [b, s1] int32 global cache slots; a negative slot writes nothing. */
   cacheIndex: I32Tensor;
-  /** [blocks, block_size, 1, idx_dim] bf16, updated in place. */
-  indexKCache: Bf16Tensor;
+  /**
+   * [blocks, block_size, 1, idx_dim] bf16, updated in place; or the FP8 key cache, uint8
+   * [blocks, block_size, 1, idx_dim + 4] (idx_dim 128): per slot the e4m3 bytes of bf16(H · key), H the
+   * normalized 128×128 Hadamard matrix, quantized as one ue8m0 group ‖ its fp32 scale (tensor-core fp8-cache.ts).
+   */
+  indexKCache: Bf16Tensor | U8Tensor;
 }
 
 export type IndexerPrologInputs = IndexerPrologWeights & IndexerPrologStep;
@@ -137,9 +141,8 @@ function checkInputs(inputs: unknown): Dims {
   }
   checkTensor('cacheIndex', i.cacheIndex, { dtype: 'int32' });
   d.match('cacheIndex', i.cacheIndex!, ['b', 's1']);
-  checkTensor('indexKCache', i.indexKCache, { dtype: 'bfloat16' });
-  d.match('indexKCache', i.indexKCache!, ['blocks', 'block_size', 1, 'idx_dim']);
-  checkSlots(i.cacheIndex!, d.get('blocks') * d.get('block_size'));
+  checkIndexKeyCache(i.indexKCache, d, 'idx_dim');
+  checkSlots(i.cacheIndex!, d.get('blockNum') * d.get('blockSize'));
   return { b: d.get('b'), s1: d.get('s1'), heads: d.get('idx_heads'), di };
 }
 

@@ -4,7 +4,8 @@
 //   w = bf16(x @ wIdxProj)
 // Slow and simple on purpose: the tests measure the native kernel against it.
 import {
-  type Bf16Tensor, bf16ToF32, dequantizeFp8Weight, f32ToBf16, type I32Tensor, isFp8Weight, roundBf16, type Weight,
+  type Bf16Tensor, bf16ToF32, dequantizeFp8Weight, encodeIndexKeyRow, f32ToBf16, fp8IndexRowBytes, type I32Tensor, isFp8Weight,
+  roundBf16, type U8Tensor, type Weight,
 } from '@dsa/tensor-core';
 
 export interface ReferenceInputs {
@@ -18,7 +19,8 @@ export interface ReferenceInputs {
   sin: Bf16Tensor;
   cos: Bf16Tensor;
   cacheIndex: I32Tensor;
-  indexKCache: Bf16Tensor;
+  /** bf16, or the FP8 key cache (uint8 rows of idx_dim + 4 bytes). */
+  indexKCache: Bf16Tensor | U8Tensor;
 }
 
 export interface ReferenceOptions {
@@ -29,8 +31,8 @@ export interface ReferenceOptions {
 export interface ReferenceResult {
   query: Bf16Tensor;
   weights: Bf16Tensor;
-  /** A new copy of the cache after the call (the input cache is not modified). */
-  indexKCache: Bf16Tensor;
+  /** A new copy of the cache after the call (the input cache is not modified), in the input's dtype. */
+  indexKCache: Bf16Tensor | U8Tensor;
 }
 
 const dequantized = new WeakMap<object, Float64Array>();
@@ -101,6 +103,7 @@ export function indexerPrologReference(inputs: ReferenceInputs, options: Referen
   const T = b * s1;
   const query = new Uint16Array(T * heads * di);
   const weights = new Uint16Array(T * heads);
+  const fp8 = inputs.indexKCache.dtype === 'uint8';
   const cache = inputs.indexKCache.data.slice();
   const gamma = rowOf(inputs.inGammaK, 0, di);
   const beta = rowOf(inputs.inBetaK, 0, di);
@@ -122,11 +125,14 @@ export function indexerPrologReference(inputs: ReferenceInputs, options: Referen
     const variance = k.reduce((s, v) => s + (v - mean) * (v - mean), 0) / di;
     const normed = k.map((v, d) => roundBf16(((v - mean) / Math.sqrt(variance + eps)) * gamma[d]! + beta[d]!));
     const key = ropeReference(normed, sn, cs, mode);
-    for (let d = 0; d < di; d++) cache[slot * di + d] = f32ToBf16(key[d]!);
+    const bits = Uint16Array.from(key, (v) => f32ToBf16(v));
+    // FP8 key cache: bf16(H · key) quantized as one group (tensor-core fp8-cache.ts).
+    if (fp8) encodeIndexKeyRow(bits, cache as Uint8Array, slot * fp8IndexRowBytes(di));
+    else cache.set(bits, slot * di);
   }
   return {
     query: { dtype: 'bfloat16', shape: [b, s1, heads, di], data: query, format: 'ND' },
     weights: { dtype: 'bfloat16', shape: [b, s1, heads], data: weights, format: 'ND' },
-    indexKCache: { dtype: 'bfloat16', shape: [...inputs.indexKCache.shape], data: cache, format: 'ND' },
+    indexKCache: { dtype: inputs.indexKCache.dtype, shape: [...inputs.indexKCache.shape], data: cache, format: 'ND' } as Bf16Tensor | U8Tensor,
   };
 }

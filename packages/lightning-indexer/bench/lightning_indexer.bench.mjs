@@ -7,11 +7,15 @@
 // Keys come from one index cache of DSA_BENCH_LLC_FACTOR (2; quick 1.25) times the measured
 // last-level cache; each repetition reads different blocks of it through its own shuffled block
 // table (as many tables as the cache holds disjoint copies of the case's blocks).
+// FP8 key cache (132 B per key: e4m3 of the Hadamard-rotated key ‖ fp32 scale): the 128K decode case
+// (quick: 32K) on an FP8 cache of as many blocks, in alternating rounds with the bf16 cache (medians),
+// and the selection quality: top-k recall of the FP8 indexer against the bf16 indexer on the same
+// random N(0, 1) queries, weights and keys (the FP8 keys are the bf16 keys as the prolog stores them).
 //   node bench/lightning_indexer.bench.mjs [--quick]
 // To add a case: add a makeCase(...) line to `cases`.
 import { randomFillSync } from 'node:crypto';
 import { BenchRun, msStats, pct, stats, timeCalls } from '@dsa/tensor-core/bench';
-import { largeZeros, Rng, setNumThreads } from '@dsa/tensor-core';
+import { encodeIndexKeyRow, fp8IndexRowBytes, largeZeros, Rng, setNumThreads } from '@dsa/tensor-core';
 import { nativeAddon } from '../dist/index.js';
 
 const quick = process.argv.includes('--quick') || process.env.DSA_BENCH_QUICK === '1';
@@ -112,6 +116,76 @@ const table = measured.map(({ c, s, topkShare, mergeWallShare }) => {
   };
 });
 console.table(table);
+
+/** An FP8 key cache of as many blocks as the bf16 one, with its values: e4m3 ±[1, 2) (scale 1). */
+function randomFp8Cache() {
+  const rb = fp8IndexRowBytes(DIM);
+  const c = largeZeros('uint8', [blockNum, BLOCK, 1, rb]);
+  const data = c.data;
+  for (let o = 0; o < data.length; o += 1 << 16) randomFillSync(data.subarray(o, Math.min(data.length, o + (1 << 16))));
+  const scale = new Uint8Array(new Float32Array([1]).buffer);
+  for (let s = 0; s < blockNum * BLOCK; s++) {
+    for (let d = s * rb; d < s * rb + DIM; d++) data[d] = (data[d] & 0x87) | 0x38;
+    data.set(scale, s * rb + DIM);
+  }
+  return c;
+}
+
+/** Median ms of one case on the bf16 and on the FP8 cache, in alternating rounds of 5 calls. */
+function cacheComparison(c, fp8Cache, rounds) {
+  const ms = [[], []];
+  let i = 0;
+  for (let r = 0; r < rounds; r++) {
+    [cache, fp8Cache].forEach((k, which) => {
+      const t = timeCalls(() => addon.run(c.query, c.weights, k, c.tables[i++ % c.tables.length], c.actSeqs, c.indices, null, TOPK, c.sparseMode),
+        { minSeconds: 0, minReps: 5, maxReps: 5 });
+      ms[which].push(stats(t).median * 1e3);
+    });
+  }
+  const med = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
+  return { case: c.name, bf16Ms: med(ms[0]), fp8Ms: med(ms[1]), bf16BytesPerKey: DIM * 2, fp8BytesPerKey: fp8IndexRowBytes(DIM), rounds };
+}
+
+/**
+ * Top-k recall of the FP8 indexer against the bf16 indexer: per query row |FP8 set ∩ bf16 set| / topk,
+ * over `rows` query rows (s1 = rows, sparse mode 3) of one sequence of `keys` N(0, 1) keys.
+ */
+function recall(keys, rows) {
+  const r = new Rng(2026);
+  const blocks = Math.ceil(keys / BLOCK);
+  const kb = r.normalTensor([blocks * BLOCK * DIM]).data;
+  const rb = fp8IndexRowBytes(DIM);
+  const k8 = new Uint8Array(blocks * BLOCK * rb);
+  for (let s = 0; s < blocks * BLOCK; s++) encodeIndexKeyRow(kb.subarray(s * DIM, (s + 1) * DIM), k8, s * rb);
+  const table = { dtype: 'int32', shape: [1, blocks], data: Int32Array.from({ length: blocks }, (_, i) => i) };
+  const q = r.normalTensor([1, rows, HEADS, DIM]);
+  const w = r.normalTensor([1, rows, HEADS]);
+  const act = { dtype: 'int32', shape: [1], data: Int32Array.of(keys) };
+  const select = (k) => {
+    const idx = { dtype: 'int32', shape: [1, rows, TOPK], data: new Int32Array(rows * TOPK) };
+    addon.run(q, w, k, table, act, idx, null, TOPK, 3);
+    return idx.data;
+  };
+  const a = select({ dtype: 'bfloat16', shape: [blocks, BLOCK, 1, DIM], data: kb });
+  const b = select({ dtype: 'uint8', shape: [blocks, BLOCK, 1, rb], data: k8 });
+  const per = [];
+  for (let row = 0; row < rows; row++) {
+    const set = new Set(a.subarray(row * TOPK, (row + 1) * TOPK));
+    let hit = 0;
+    for (const j of b.subarray(row * TOPK, (row + 1) * TOPK)) if (set.has(j)) hit++;
+    per.push(hit / TOPK);
+  }
+  return { keys, rows, mean: per.reduce((x, y) => x + y, 0) / rows, worst: Math.min(...per) };
+}
+
+const fp8 = cacheComparison(cases.find((c) => c.name === (quick ? 'b=1 act 32K' : 'b=1 act 128K')), randomFp8Cache(), quick ? 3 : 7);
+const quality = recall(quick ? 16 * K : 128 * K, quick ? 4 : 16);
+console.log(`FP8 key cache, ${fp8.case}: ${fp8.fp8Ms.toFixed(2)} ms vs bf16 ${fp8.bf16Ms.toFixed(2)} ms; ` +
+  `FP8 vs bf16 top-k recall over ${quality.rows} rows of ${quality.keys} keys: mean ${quality.mean.toFixed(4)}, worst ${quality.worst.toFixed(4)}`);
+run.summarize(`lightning indexer FP8 key cache (${fp8.fp8BytesPerKey} B per key vs ${fp8.bf16BytesPerKey}), ${fp8.case}`,
+  `${fp8.fp8Ms.toFixed(2)} ms vs bf16 ${fp8.bf16Ms.toFixed(2)} ms (medians of ${fp8.rounds} alternating rounds)`);
+run.summarize(`lightning indexer FP8 vs bf16 top-k recall (${quality.keys} random N(0,1) keys, ${quality.rows} query rows, topk ${TOPK})`,
+  `mean ${quality.mean.toFixed(4)}, worst row ${quality.worst.toFixed(4)}`);
 
 const decode = run.rows.filter((r) => r.s1 === 1);
 const prefill = run.rows.filter((r) => r.s1 > 1);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "dsa/fp8_cache.h"
 #include "dsa/napi_tensor.h"
 #include "lightning_indexer_kernel.h"
 
@@ -41,7 +42,9 @@ Call prepare(const Napi::CallbackInfo& info) {
   if (info.Length() < 9) throw_error(env, Code::Argument, "lightningIndexer: expected 9 arguments");
   TensorArg q = get_tensor(env, info[0], "query", DType::BF16, 4);
   TensorArg w = get_tensor(env, info[1], "weights", DType::BF16, 3);
-  TensorArg k = get_tensor(env, info[2], "indexKCache", DType::BF16, 4);
+  // FP8 key cache: uint8 rows of dim e4m3 bytes + an fp32 scale (dsa/fp8_cache.h).
+  const bool fp8 = tensor_dtype(info[2]) == "uint8";
+  TensorArg k = get_tensor(env, info[2], "indexKCache", fp8 ? DType::U8 : DType::BF16, 4);
   TensorArg table = get_tensor(env, info[3], "blockTable", DType::I32, 2);
   TensorArg act = get_tensor(env, info[4], "actSeqs", DType::I32, 1);
   TensorArg idx = get_tensor(env, info[5], "indices", DType::I32, 3);
@@ -62,7 +65,10 @@ Call prepare(const Napi::CallbackInfo& info) {
   expect_dim(env, w, 1, a.s1, "s1", "query.shape[1]");
   expect_dim(env, w, 2, a.heads, "heads", "query.shape[2]");
   expect_dim(env, k, 2, 1, "kv heads", "the PA_BSND layout");
-  expect_dim(env, k, 3, a.dim, "dim", "query.shape[3]");
+  if (fp8 && a.dim != kFp8Block)
+    throw_error(env, Code::Shape, "indexKCache: an FP8 key cache needs a head dim of 128 (the Hadamard size), got query.shape[3] = " +
+                                      std::to_string(a.dim));
+  expect_dim(env, k, 3, fp8 ? fp8_index_row_bytes(a.dim) : a.dim, fp8 ? "dim + 4 bytes (FP8 row)" : "dim", "query.shape[3]");
   expect_dim(env, table, 0, a.b, "b", "query.shape[0]");
   expect_dim(env, act, 0, a.b, "b", "query.shape[0]");
   expect_dim(env, idx, 0, a.b, "b", "query.shape[0]");
@@ -70,7 +76,8 @@ Call prepare(const Napi::CallbackInfo& info) {
   expect_dim(env, idx, 2, a.topk, "topk", "the topk option");
   a.query = q.ptr<const bf16_t>();
   a.weights = w.ptr<const bf16_t>();
-  a.index_k_cache = k.ptr<const bf16_t>();
+  if (fp8) a.index_k_cache8 = k.ptr<const uint8_t>();
+  else a.index_k_cache = k.ptr<const bf16_t>();
   a.block_table = table.ptr<const int32_t>();
   a.act_seqs = act.ptr<const int32_t>();
   a.indices = idx.ptr<int32_t>();

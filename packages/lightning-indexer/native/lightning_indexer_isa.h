@@ -22,6 +22,11 @@ DSA_DECLARE_ISA_FN(void, pack_query, (const bf16_t* q, const bf16_t* w, int64_t 
 DSA_DECLARE_ISA_FN(void, score_run,
                    (const void* qpack, int64_t heads, int64_t dim, const bf16_t* keys, int64_t n, float* out))
 
+// score_run over n FP8 key rows (dim e4m3 bytes ‖ fp32 scale, dim <= 128) for a query packed from
+// the quantized query (q8 as bf16, weights times the query scales): the scores times each key's scale.
+DSA_DECLARE_ISA_FN(void, score_run_fp8,
+                   (const void* qpack, int64_t heads, int64_t dim, const uint8_t* rows, int64_t n, float* out))
+
 }  // namespace li
 }  // namespace dsa
 

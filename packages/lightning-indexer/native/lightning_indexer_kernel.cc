@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "dsa/fp8_cache.h"
+#include "dsa/fp8_simd.h"
 #include "dsa/thread_pool.h"
 #include "lightning_indexer_isa.h"
 #include "lightning_indexer_topk.h"
@@ -46,6 +48,7 @@ std::atomic<uint64_t> g_call{0};  // tells a thread's cached packed query of ano
 
 struct Workspace {
   std::vector<uint8_t> qpack;
+  std::vector<bf16_t> q8, w8;  // the FP8 query of the packed row (FP8 key cache)
   uint64_t call = 0;
   int64_t row = -1;
   std::vector<float> scores;
@@ -67,8 +70,38 @@ struct RowSpan {
   int64_t row, out, count;
 };
 
+// The FP8 form of one query row: per head bf16(H · q) quantized as one group; q8 holds the e4m3
+// values as (exact) bf16, w8 the head weights times the query scales (exact: powers of two).
+void fp8_query(const Args& a, const bf16_t* q, const bf16_t* w, Workspace& ws) {
+  ws.q8.resize(static_cast<size_t>(a.heads * a.dim));
+  ws.w8.resize(static_cast<size_t>(a.heads));
+  float f[kFp8Block];
+  uint8_t b[kFp8Block];
+  for (int64_t h = 0; h < a.heads; ++h) {
+    for (int64_t d = 0; d < a.dim; ++d) f[d] = bf16_to_f32(q[h * a.dim + d]);
+    hadamard_f32(f, a.dim);
+    for (int64_t d = 0; d < a.dim; ++d) f[d] = round_bf16(f[d]);
+    const float scale = fp8_quantize_group(f, a.dim, b);
+    e4m3_to_bf16(b, a.dim, ws.q8.data() + h * a.dim);
+    ws.w8[h] = f32_to_bf16(bf16_to_f32(w[h]) * scale);
+  }
+}
+
 // Scores of keys [c0, c1) of flat row `row` into dst, block run by block run.
 void score_chunk(const Args& a, const void* qpack, int64_t row, int64_t c0, int64_t c1, float* dst) {
+  if (a.index_k_cache8) {
+    const auto fn8 = LI_DISPATCH(score_run_fp8);
+    const int64_t rb = fp8_index_row_bytes(a.dim);
+    const int32_t* table = a.block_table + (row / a.s1) * a.max_blocks;
+    for (int64_t j = c0; j < c1;) {
+      const int64_t blk = j / a.block_size, off = j % a.block_size;
+      const int64_t n = std::min(c1 - j, a.block_size - off);
+      const int64_t slot = static_cast<int64_t>(table[blk]) * a.block_size + off;
+      fn8(qpack, a.heads, a.dim, a.index_k_cache8 + slot * rb, n, dst + (j - c0));
+      j += n;
+    }
+    return;
+  }
   const auto fn = LI_DISPATCH(score_run);
   const int64_t bi = row / a.s1;
   const int32_t* table = a.block_table + bi * a.max_blocks;
@@ -97,8 +130,14 @@ void chunk_task(const Args& a, Pass& p, const Task& task) {
   try {
     if (ws.call != p.call || ws.row != task.row) {  // consecutive chunks of a row reuse the packed query
       ws.qpack.resize(static_cast<size_t>(p.qbytes));
-      LI_DISPATCH(pack_query)(a.query + task.row * a.heads * a.dim, a.weights + task.row * a.heads, a.heads, a.dim,
-                              ws.qpack.data());
+      const bf16_t* q = a.query + task.row * a.heads * a.dim;
+      const bf16_t* w = a.weights + task.row * a.heads;
+      if (a.index_k_cache8) {
+        fp8_query(a, q, w, ws);
+        q = ws.q8.data();
+        w = ws.w8.data();
+      }
+      LI_DISPATCH(pack_query)(q, w, a.heads, a.dim, ws.qpack.data());
       ws.call = p.call;
       ws.row = task.row;
     }
@@ -154,6 +193,10 @@ Status validate(const Args& a) noexcept {
     if (a.b < 0 || a.s1 < 0) return err(Code::Shape, "query: expected non-negative b and s1");
     if (a.heads < 1) return err(Code::Shape, "query: expected at least 1 head, got " + std::to_string(a.heads));
     if (a.dim < 1) return err(Code::Shape, "query: expected a head dim of at least 1, got " + std::to_string(a.dim));
+    if (a.index_k_cache8 && a.index_k_cache)
+      return err(Code::Argument, "indexKCache: expected either the bf16 or the FP8 form, got both");
+    if (a.index_k_cache8 && a.dim != kFp8Block)
+      return err(Code::Shape, "indexKCache: an FP8 key cache needs a head dim of 128 (the Hadamard size), got " + std::to_string(a.dim));
     if (a.block_size < 1)
       return err(Code::Shape, "indexKCache: expected a block size of at least 1, got " + std::to_string(a.block_size));
     if (a.block_num < 0 || a.max_blocks < 0) return err(Code::Shape, "blockTable: expected non-negative dimensions");
@@ -173,7 +216,7 @@ Status validate(const Args& a) noexcept {
                                     "] (blockTable covers " + std::to_string(a.max_blocks) + " blocks of " +
                                     std::to_string(a.block_size) + "), got " + std::to_string(act));
       const int64_t used = ceil_div(act, a.block_size);
-      if (used > 0 && (!a.block_table || !a.index_k_cache)) return err(Code::Argument, "indexKCache: null data");
+      if (used > 0 && (!a.block_table || (!a.index_k_cache && !a.index_k_cache8))) return err(Code::Argument, "indexKCache: null data");
       for (int64_t j = 0; j < used; ++j) {
         const int64_t id = a.block_table[bi * a.max_blocks + j];
         if (id < 0 || id >= a.block_num)

@@ -6,6 +6,11 @@
 //   indices     = the topk logical positions by descending S, ties to the smaller position, -1 padded;
 //                 a row with eff <= 0 gets all -1.
 //
+// FP8 key cache (index_k_cache8, dim 128; dsa/fp8_cache.h): each query head is rotated by the same
+// normalized Hadamard matrix as the keys (fp32, rounded to bf16) and quantized as one ue8m0 group, and
+//   S[j] = kscale(j) * sum_h (w[h] * qscale[h]) * max(0, q8[h] . k8(j))
+// (the positive power-of-two scales commute with the ReLU; e4m3 products are exact in fp32).
+//
 // Plain C++ over caller-owned buffers; no Node-API. `run` splits every row into key chunks over the
 // dsa thread pool (so b = 1 with 128K keys uses every thread), keeps only each chunk's top-k
 // candidates, then merges them per row; memory stays bounded for any s1 x act.
@@ -30,6 +35,7 @@ struct Args {
   const bf16_t* query = nullptr;          // [b, s1, heads, dim]
   const bf16_t* weights = nullptr;        // [b, s1, heads]
   const bf16_t* index_k_cache = nullptr;  // [block_num, block_size, 1, dim]
+  const uint8_t* index_k_cache8 = nullptr;  // or the FP8 form [block_num, block_size, 1, dim + 4] (dim 128)
   const int32_t* block_table = nullptr;   // [b, max_blocks]
   const int32_t* act_seqs = nullptr;      // [b]
   int64_t b = 0, s1 = 0, heads = 0, dim = 0;

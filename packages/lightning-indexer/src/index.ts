@@ -1,6 +1,6 @@
 import {
-  assertCachesIdle, type Bf16Tensor, checkTensor, DimBinder, DsaError, enumOption, ErrorCode, type F32Tensor, fromNativeError,
-  getNumThreads, type I32Tensor, intOption, type Tensor, toFloat32, unravel, withCaches,
+  assertCachesIdle, type Bf16Tensor, checkIndexKeyCache, checkTensor, DimBinder, DsaError, enumOption, ErrorCode, type F32Tensor, fromNativeError,
+  getNumThreads, type I32Tensor, intOption, type Tensor, toFloat32, type U8Tensor, unravel, withCaches,
 } from '@dsa/tensor-core';
 import { abortedError, chunkAct, planChunks, signalOption } from './cancel.js';
 import { nativeAddon } from './native.js';
@@ -13,8 +13,14 @@ export interface LightningIndexerInputs {
   query: Bf16Tensor;
   /** bf16 [b, s1, heads]: per-head weights. */
   weights: Bf16Tensor;
-  /** bf16 [blockNum, blockSize, 1, dim]: the paged indexer key cache (PA_BSND). */
-  indexKCache: Bf16Tensor;
+  /**
+   * bf16 [blockNum, blockSize, 1, dim]: the paged indexer key cache (PA_BSND); or the FP8 key cache,
+   * uint8 [blockNum, blockSize, 1, dim + 4] (dim 128) as the indexer prolog writes it: the e4m3 bytes of
+   * the Hadamard-rotated key ‖ its fp32 scale (tensor-core fp8-cache.ts). With an FP8 cache each query
+   * head is rotated the same way and quantized per head, and the score is
+   * Σ_h w_h · ReLU(q8_h · k8_j) · qscale_h · kscale_j.
+   */
+  indexKCache: Bf16Tensor | U8Tensor;
   /** int32 [b, maxBlocks]: physical block of each logical block; entries never read may be −1. */
   blockTable: I32Tensor;
   /** int32 [b]: key count of each sequence, including its s1 new tokens. */
@@ -75,13 +81,13 @@ function prepare(inputs: unknown, options: unknown): Prepared {
   const i = inputs as Record<string, unknown>;
   const query = checkTensor<'bfloat16'>('query', i.query, { dtype: 'bfloat16' });
   const weights = checkTensor<'bfloat16'>('weights', i.weights, { dtype: 'bfloat16' });
-  const indexKCache = checkTensor<'bfloat16'>('indexKCache', i.indexKCache, { dtype: 'bfloat16' });
   const blockTable = checkTensor<'int32'>('blockTable', i.blockTable, { dtype: 'int32' });
   const actSeqs = checkTensor<'int32'>('actSeqs', i.actSeqs, { dtype: 'int32' });
   const dims = new DimBinder();
   dims.match('query', query, ['b', 's1', 'heads', 'dim']);
   dims.match('weights', weights, ['b', 's1', 'heads']);
-  dims.match('indexKCache', indexKCache, ['blockNum', 'blockSize', 1, 'dim']);
+  checkIndexKeyCache(i.indexKCache, dims, 'dim');
+  const indexKCache = i.indexKCache as Bf16Tensor | U8Tensor;
   dims.match('blockTable', blockTable, ['b', 'maxBlocks']);
   dims.match('actSeqs', actSeqs, ['b']);
   const [b, s1, heads, dim] = query.shape as [number, number, number, number];

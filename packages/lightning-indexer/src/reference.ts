@@ -1,7 +1,7 @@
 // Float64 reference of the lightning indexer (spec §2, background.md §3.4): plain loops, no tiling,
 // a full sort per row. The inputs are bf16, so they are exact in float64; the scores are never rounded
 // (the spec keeps them in fp32, which this reference bounds from above in precision).
-import { type I32Tensor, toFloat32 } from '@dsa/tensor-core';
+import { fp8IndexQueryToBf16, type I32Tensor, indexKeyCacheToBf16, toFloat32 } from '@dsa/tensor-core';
 import type { LightningIndexerInputs } from './index.js';
 
 export interface ReferenceOptions {
@@ -40,9 +40,12 @@ export function lightningIndexerReference(inputs: LightningIndexerInputs, option
   const [b, s1, heads, dim] = inputs.query.shape as [number, number, number, number];
   const blockSize = inputs.indexKCache.shape[1]!;
   const maxBlocks = inputs.blockTable.shape[1]!;
-  const q = toFloat32(inputs.query);
+  // FP8 key cache: the exact values of q8_h · qscale_h and k8 · kscale (bf16 holds them exactly), so the
+  // float64 loop below computes Σ_h w_h · relu(q8_h · k8) · qscale_h · kscale exactly.
+  const fp8 = inputs.indexKCache.dtype === 'uint8';
+  const q = toFloat32(fp8 ? fp8IndexQueryToBf16(inputs.query) : inputs.query);
   const w = toFloat32(inputs.weights);
-  const k = toFloat32(inputs.indexKCache);
+  const k = toFloat32(inputs.indexKCache.dtype === 'uint8' ? indexKeyCacheToBf16(inputs.indexKCache, dim) : inputs.indexKCache);
   const act = inputs.actSeqs.data;
   const table = inputs.blockTable.data;
   let maxAct = 0;

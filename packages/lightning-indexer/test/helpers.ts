@@ -1,6 +1,9 @@
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import { type Bf16Tensor, cpuFeatures, f32ArrayToBf16, type I32Tensor, type Isa, Rng, toFloat32 } from '@dsa/tensor-core';
+import {
+  type Bf16Tensor, cpuFeatures, encodeIndexKeyRow, f32ArrayToBf16, fp8IndexQueryToBf16, fp8IndexRowBytes, type I32Tensor,
+  indexKeyCacheToBf16, type Isa, Rng, toFloat32, type U8Tensor,
+} from '@dsa/tensor-core';
 import { lightningIndexer, type LightningIndexerInputs } from '../src/index.js';
 import { lightningIndexerReference } from '../src/reference.js';
 
@@ -63,14 +66,27 @@ export function makeInputs(c: Case): LightningIndexerInputs {
   };
 }
 
+/** The same inputs with the key cache in the FP8 form the indexer prolog writes (each bf16 row rotated and quantized). */
+export function withFp8Keys(inputs: LightningIndexerInputs): LightningIndexerInputs {
+  const c = inputs.indexKCache as Bf16Tensor;
+  const [blocks, bs, , dim] = c.shape as [number, number, number, number];
+  const rb = fp8IndexRowBytes(dim);
+  const data = new Uint8Array(blocks * bs * rb);
+  for (let s = 0; s < blocks * bs; s++) encodeIndexKeyRow(c.data.subarray(s * dim, (s + 1) * dim), data, s * rb);
+  const indexKCache: U8Tensor = { dtype: 'uint8', shape: [blocks, bs, 1, rb], data, format: 'ND' };
+  return { ...inputs, indexKCache };
+}
+
 /** Per key: Σ_h |w_h| Σ_d |q_hd k_d|, the scale of the fp32 rounding error of its score. */
 export function magnitudes(inputs: LightningIndexerInputs, eff: Int32Array, maxAct: number): Float64Array {
   const [b, s1, heads, dim] = inputs.query.shape as [number, number, number, number];
   const bs = inputs.indexKCache.shape[1]!;
   const mb = inputs.blockTable.shape[1]!;
-  const q = toFloat32(inputs.query);
+  // FP8 keys: the exact quantized values (scales folded in), which is what the kernel multiplies.
+  const fp8 = inputs.indexKCache.dtype === 'uint8';
+  const q = toFloat32(fp8 ? fp8IndexQueryToBf16(inputs.query) : inputs.query);
   const w = toFloat32(inputs.weights);
-  const k = toFloat32(inputs.indexKCache);
+  const k = toFloat32(inputs.indexKCache.dtype === 'uint8' ? indexKeyCacheToBf16(inputs.indexKCache, dim) : inputs.indexKCache);
   const out = new Float64Array(b * s1 * maxAct);
   for (let r = 0; r < b * s1; r++) {
     const bi = Math.floor(r / s1);

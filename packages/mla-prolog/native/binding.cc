@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "dsa/fp8_cache.h"
 #include "dsa/napi_tensor.h"
 #include "mla_prolog_kernel.h"
 
@@ -86,8 +87,14 @@ std::shared_ptr<Call> parse(const Napi::CallbackInfo& info) {
   TensorArg sin = tensor("sin", DType::BF16, 3);
   TensorArg cos = tensor("cos", DType::BF16, 3);
   TensorArg cache_index = tensor("cacheIndex", DType::I32, 2);
-  TensorArg kv_cache = tensor("kvCache", DType::BF16, 4);
-  TensorArg kr_cache = tensor("krCache", DType::BF16, 4);
+  // FP8 latent cache: uint8 [blocks, block_size, 1, 656]-style rows that hold the rope part too (no krCache).
+  const bool fp8 = dsa::napi::tensor_dtype(in.Get("kvCache")) == "uint8";
+  TensorArg kv_cache = tensor("kvCache", fp8 ? DType::U8 : DType::BF16, 4);
+  const bool has_kr = !in.Get("krCache").IsUndefined() && !in.Get("krCache").IsNull();
+  if (fp8 && has_kr)
+    throw_error(env, Code::Argument, "krCache: expected none with an FP8 (uint8) kvCache, whose rows hold the rope part");
+  if (!fp8 && !has_kr) throw_error(env, Code::Argument, "krCache: expected a bfloat16 tensor (only an FP8 kvCache goes without)");
+  TensorArg kr_cache = fp8 ? TensorArg{} : tensor("krCache", DType::BF16, 4);
 
   const int64_t b = x.dim(0), s1 = x.dim(1), h = x.dim(2);
   const int64_t q_lora = w_dq.dim(1), n = w_uk.dim(0), qk_nope = w_uk.dim(1), kv_lora = w_uk.dim(2);
@@ -97,8 +104,14 @@ std::shared_ptr<Call> parse(const Napi::CallbackInfo& info) {
   expect_shape(env, cos, {b, s1, rope});
   expect_shape(env, sin, {b, s1, rope});
   expect_shape(env, cache_index, {b, s1});
-  expect_shape(env, kv_cache, {blocks, block_size, 1, kv_lora});
-  expect_shape(env, kr_cache, {blocks, block_size, 1, rope});
+  if (fp8) {
+    if (kv_lora % dsa::kFp8Block != 0)
+      throw_error(env, Code::Shape, "kvCache: an FP8 latent cache needs kv_lora % 128 == 0, got kv_lora " + std::to_string(kv_lora));
+    expect_shape(env, kv_cache, {blocks, block_size, 1, dsa::fp8_kv_row_bytes(kv_lora, rope)});
+  } else {
+    expect_shape(env, kv_cache, {blocks, block_size, 1, kv_lora});
+    expect_shape(env, kr_cache, {blocks, block_size, 1, rope});
+  }
 
   dsa::mla::Args& a = call->args;
   a.T = b * s1;
@@ -127,8 +140,11 @@ std::shared_ptr<Call> parse(const Napi::CallbackInfo& info) {
   a.cos = cos.ptr<const bf16_t>();
   call->slots.assign(cache_index.ptr<const int32_t>(), cache_index.ptr<const int32_t>() + a.T);
   a.cache_index = call->slots.data();
-  a.kv_cache = kv_cache.ptr<bf16_t>();
-  a.kr_cache = kr_cache.ptr<bf16_t>();
+  if (fp8) a.kv_cache8 = kv_cache.ptr<uint8_t>();
+  else {
+    a.kv_cache = kv_cache.ptr<bf16_t>();
+    a.kr_cache = kr_cache.ptr<bf16_t>();
+  }
   a.rms_norm_eps = info[1].As<Napi::Number>().DoubleValue();
 
   // Outputs: caller-provided tensors from `out` (checked like inputs) or new ones.

@@ -4,12 +4,14 @@
 #include "mla_prolog_kernel.h"
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <new>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "dsa/fp8_cache.h"
 #include "dsa/thread_pool.h"
 
 namespace dsa {
@@ -81,8 +83,15 @@ Status validate_impl(const Args& a, bool with_inputs) {
   DSA_RETURN_IF_ERROR(need(a.cos, a.T * a.rope, "cos"));
   DSA_RETURN_IF_ERROR(need(a.cache_index, a.T, "cacheIndex"));
   const int64_t rows = a.block_num * a.block_size;
-  DSA_RETURN_IF_ERROR(need(a.kv_cache, rows, "kvCache"));
-  DSA_RETURN_IF_ERROR(need(a.kr_cache, rows * a.rope, "krCache"));
+  if (a.kv_cache8) {
+    if (a.kv_cache || a.kr_cache)
+      return fail(Code::Argument, "krCache: expected no krCache with an FP8 kvCache (its rows hold the rope part)");
+    if (a.kv_lora % kFp8Block != 0)
+      return fail(Code::Shape, "kvCache: an FP8 latent cache needs kv_lora % 128 == 0, got kv_lora " + std::to_string(a.kv_lora));
+  } else {
+    DSA_RETURN_IF_ERROR(need(a.kv_cache, rows, "kvCache"));
+    DSA_RETURN_IF_ERROR(need(a.kr_cache, rows * a.rope, "krCache"));
+  }
   DSA_RETURN_IF_ERROR(need(a.q_nope, a.T, "qNope"));
   DSA_RETURN_IF_ERROR(need(a.q_rope, a.T * a.rope, "qRope"));
   DSA_RETURN_IF_ERROR(need(a.q_norm, a.T, "qNorm"));
@@ -130,6 +139,24 @@ void rope_rotate(Load x, const bf16_t* c, const bf16_t* s, int64_t rope, bf16_t*
   }
 }
 
+// One FP8 latent row: the bf16 latent the bf16 cache would hold, quantized per tile of 128, its
+// tile scales, then the bf16 rope values (dsa/fp8_cache.h).
+template <class Rope>
+void write_fp8_row(const Args& a, const float* kv, double eps, Rope rope, uint8_t* row) {
+  thread_local std::vector<bf16_t> lat, rp;
+  thread_local std::vector<float> f;
+  lat.resize(static_cast<size_t>(a.kv_lora));
+  rp.resize(static_cast<size_t>(a.rope));
+  f.resize(static_cast<size_t>(a.kv_lora));
+  rms_norm(kv, a.gamma_ckv, a.kv_lora, eps, lat.data());
+  for (int64_t i = 0; i < a.kv_lora; ++i) f[i] = bf16_to_f32(lat[i]);
+  const int64_t tiles = a.kv_lora / kFp8Block;
+  for (int64_t g = 0; g < tiles; ++g)
+    fp8_store_scale(row + a.kv_lora + 4 * g, fp8_quantize_group(f.data() + g * kFp8Block, kFp8Block, row + g * kFp8Block));
+  rope(rp.data());
+  std::memcpy(row + a.kv_lora + 4 * tiles, rp.data(), static_cast<size_t>(a.rope) * 2);
+}
+
 // Per-calling-thread scratch, grown on demand and reused by later calls.
 struct Scratch {
   std::vector<float> proj;  // [chunk, q_lora + kv_lora + rope] products (run() only)
@@ -149,9 +176,16 @@ void process_chunk(const Args& a, int64_t t0, int64_t t1, const float* qa, int64
       const int32_t slot = a.cache_index[t];
       if (slot < 0) continue;
       const float* kv = kva + i * ld_kva;
-      rms_norm(kv, a.gamma_ckv, a.kv_lora, eps, a.kv_cache + slot * a.kv_lora);
-      rope_rotate([&](int64_t j) { return static_cast<double>(round_bf16(kv[a.kv_lora + j])); }, a.cos + t * a.rope,
-                  a.sin + t * a.rope, a.rope, a.kr_cache + static_cast<int64_t>(slot) * a.rope);
+      auto rope = [&](bf16_t* dst) {
+        rope_rotate([&](int64_t j) { return static_cast<double>(round_bf16(kv[a.kv_lora + j])); }, a.cos + t * a.rope,
+                    a.sin + t * a.rope, a.rope, dst);
+      };
+      if (a.kv_cache8) {
+        write_fp8_row(a, kv, eps, rope, a.kv_cache8 + static_cast<int64_t>(slot) * fp8_kv_row_bytes(a.kv_lora, a.rope));
+      } else {
+        rms_norm(kv, a.gamma_ckv, a.kv_lora, eps, a.kv_cache + slot * a.kv_lora);
+        rope(a.kr_cache + static_cast<int64_t>(slot) * a.rope);
+      }
     }
   });
 

@@ -7,6 +7,8 @@
 //   per head h: q_nope[h] = bf16(q[h, :qk_nope] @ W_UK[h]); q_rope[h] = bf16(RoPE(q[h, qk_nope:]))
 //   kva = bf16(x @ W_DKVKR); kv_cache[slot] = bf16(RMSNorm(kva[:kv_lora]) * gamma_ckv);
 //   kr_cache[slot] = bf16(RoPE(kva[kv_lora:]))           (slot = cache_index[t]; slot < 0: no write)
+// FP8 cache (kv_cache8 instead of kv_cache and kr_cache): the same bf16 latent, quantized per tile of
+// 128 (dsa/fp8_cache.h), then the bf16 rope values, in one 656-byte row per slot.
 // RoPE is the interleaved form with element-wise cos/sin, output de-interleaved:
 //   out[j] = x[2j] c[j] - x[2j+1] s[j],  out[r/2 + j] = x[2j+1] c[r/2 + j] + x[2j] s[r/2 + j].
 #pragma once
@@ -43,6 +45,9 @@ struct Args {
 
   bf16_t* kv_cache = nullptr;  // [block_num * block_size, kv_lora], updated in place
   bf16_t* kr_cache = nullptr;  // [block_num * block_size, rope], updated in place
+  // FP8 latent cache [block_num * block_size, fp8_kv_row_bytes(kv_lora, rope)] (needs kv_lora % 128 == 0);
+  // when set, kv_cache and kr_cache must be null.
+  uint8_t* kv_cache8 = nullptr;
   bf16_t* q_nope = nullptr;    // out [T, n, kv_lora]
   bf16_t* q_rope = nullptr;    // out [T, n, rope]
   bf16_t* q_norm = nullptr;    // out [T, q_lora]

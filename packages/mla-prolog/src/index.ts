@@ -40,7 +40,7 @@ const INPUT_NAMES = ['x', 'wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv'
 
 function pick(i: Record<string, unknown>): Record<string, Tensor> {
   const r: Record<string, Tensor> = {};
-  for (const k of INPUT_NAMES) r[k] = i[k] as Tensor;
+  for (const k of INPUT_NAMES) if (i[k] !== undefined && i[k] !== null) r[k] = i[k] as Tensor;
   return r;
 }
 
@@ -90,7 +90,7 @@ async function callInChunks(c: Checked, signal: AbortSignal): Promise<MlaPrologO
     qNorm: c.out?.qNorm ?? newBf16([b, s1, qLora]),
   };
   const i = c.inputs;
-  const restore = saveCacheRows([i.kvCache as Bf16Tensor, i.krCache as Bf16Tensor], i.cacheIndex!.data as Int32Array);
+  const restore = saveCacheRows([i.kvCache!, ...(i.krCache ? [i.krCache] : [])], i.cacheIndex!.data as Int32Array);
   try {
     for (const [t0, t1] of tokenChunks(b * s1, KERNEL_PASS)) {
       if (signal.aborted) throw abortedError();
@@ -179,7 +179,7 @@ export function prepareMlaProlog(weights: MlaPrologWeights): PreparedMlaProlog {
     const i = inputs as Record<string, unknown>;
     const d = checkStep(i, stepDims);
     const tensors: Record<string, Tensor> = { ...packed };
-    for (const k of ['x', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache']) tensors[k] = i[k] as Tensor;
+    for (const k of ['x', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache']) if (i[k] !== undefined && i[k] !== null) tensors[k] = i[k] as Tensor;
     const out = checkOutAndAliasing(tensors, (options as MlaPrologOptions | undefined)?.out, d);
     return { inputs: tensors, eps, out, signal: signalOption((options as { signal?: unknown } | null | undefined)?.signal), d };
   };

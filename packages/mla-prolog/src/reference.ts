@@ -2,8 +2,8 @@
 // §3.1, §3.2, §6): every product sums in float64 and is rounded to bf16 once, where the spec says.
 // Slow and simple on purpose: it is the yardstick for the native kernel.
 import {
-  bf16ArrayToF32, checkTensor, dequantizeFp8Weight, DimBinder, DsaError, ErrorCode, f32ArrayToBf16, fromNZ, isFp8Weight, roundBf16,
-  type Bf16Tensor, type Weight,
+  bf16ArrayToF32, checkTensor, dequantizeFp8Weight, DimBinder, DsaError, encodeLatentRow, ErrorCode, f32ArrayToBf16, fp8KvRowBytes,
+  fromNZ, isFp8Weight, roundBf16, type Bf16Tensor, type U8Tensor, type Weight,
 } from '@dsa/tensor-core';
 import {
   checkInputsObject, checkStep, checkWeights, rmsNormEpsOption,
@@ -11,10 +11,10 @@ import {
 } from './validate.js';
 
 export interface MlaPrologReferenceResult extends MlaPrologOutputs {
-  /** A copy of the input kvCache with the new tokens' rows written. */
-  kvCache: Bf16Tensor;
-  /** A copy of the input krCache with the new tokens' rows written. */
-  krCache: Bf16Tensor;
+  /** A copy of the input kvCache with the new tokens' rows written (FP8 rows for an FP8 cache). */
+  kvCache: Bf16Tensor | U8Tensor;
+  /** A copy of the input krCache with the new tokens' rows written (absent with an FP8 kvCache). */
+  krCache?: Bf16Tensor;
 }
 
 // FP8 weights enter exactly dequantized (byte value × block scale).
@@ -102,8 +102,10 @@ export function mlaPrologReference(inputs: MlaPrologInputs, options: { rmsNormEp
   }
 
   const kva = matmulBf16(x, 0, h, T, wDkvKr, h, kvLora + r);
-  const kvCache: Bf16Tensor = { ...inputs.kvCache, shape: [...inputs.kvCache.shape], data: inputs.kvCache.data.slice() };
-  const krCache: Bf16Tensor = { ...inputs.krCache, shape: [...inputs.krCache.shape], data: inputs.krCache.data.slice() };
+  // FP8 latent cache: the bf16 row the bf16 cache would hold, quantized per 128 (tensor-core fp8-cache.ts).
+  const fp8 = inputs.kvCache.dtype === 'uint8';
+  const kvCache = { ...inputs.kvCache, shape: [...inputs.kvCache.shape], data: inputs.kvCache.data.slice() } as Bf16Tensor | U8Tensor;
+  const krCache: Bf16Tensor | undefined = inputs.krCache && { ...inputs.krCache, shape: [...inputs.krCache.shape], data: inputs.krCache.data.slice() };
   const kvRow = new Float64Array(kvLora);
   const krRow = new Float64Array(r);
   for (let t = 0; t < T; t++) {
@@ -111,8 +113,12 @@ export function mlaPrologReference(inputs: MlaPrologInputs, options: { rmsNormEp
     if (slot < 0) continue;
     rmsNorm(kva, t * (kvLora + r), kvLora, gCkv, eps, kvRow, 0);
     rope(kva, t * (kvLora + r) + kvLora, cos, sin, t * r, r, krRow, 0);
-    kvCache.data.set(f32ArrayToBf16(kvRow), slot * kvLora);
-    krCache.data.set(f32ArrayToBf16(krRow), slot * r);
+    if (fp8) {
+      encodeLatentRow(f32ArrayToBf16(kvRow), f32ArrayToBf16(krRow), kvCache.data as Uint8Array, slot * fp8KvRowBytes(kvLora, r));
+    } else {
+      (kvCache.data as Uint16Array).set(f32ArrayToBf16(kvRow), slot * kvLora);
+      krCache!.data.set(f32ArrayToBf16(krRow), slot * r);
+    }
   }
   return {
     qNope: bf16Tensor([b, s1, n, kvLora], qNope),

@@ -1,6 +1,6 @@
 import {
-  checkTensor, checkWeight, DimBinder, DsaError, ErrorCode, numberOption, require_, unravel,
-  type Bf16Tensor, type I32Tensor, type Tensor, type Weight,
+  checkLatentCaches, checkTensor, checkWeight, DimBinder, DsaError, ErrorCode, numberOption, require_, unravel,
+  type Bf16Tensor, type I32Tensor, type Tensor, type U8Tensor, type Weight,
 } from '@dsa/tensor-core';
 
 /** The inputs of one MLA prolog call (spec §3). kvCache and krCache are updated in place. */
@@ -28,10 +28,14 @@ export interface MlaPrologInputs {
   cos: Bf16Tensor;
   /** int32 [b, s1]: global cache slot of each new token; negative = do not write */
   cacheIndex: I32Tensor;
-  /** bf16 [block_num, block_size, 1, kv_lora], updated in place */
-  kvCache: Bf16Tensor;
-  /** bf16 [block_num, block_size, 1, rope], updated in place */
-  krCache: Bf16Tensor;
+  /**
+   * bf16 [block_num, block_size, 1, kv_lora], updated in place; or the FP8 latent cache, uint8
+   * [block_num, block_size, 1, kv_lora + 4·kv_lora/128 + 2·rope] (656 at DeepSeek size): per slot the
+   * bf16 latent quantized per 128 (e4m3 ‖ fp32 ue8m0 tile scales) ‖ the bf16 rope values (tensor-core fp8-cache.ts).
+   */
+  kvCache: Bf16Tensor | U8Tensor;
+  /** bf16 [block_num, block_size, 1, rope], updated in place; absent with an FP8 kvCache. */
+  krCache?: Bf16Tensor;
 }
 
 /** What one call returns (bf16). */
@@ -130,8 +134,7 @@ export function checkStep(inputs: Record<string, unknown>, dims: DimBinder): Mla
   dims.match('sin', checkTensor('sin', inputs.sin, bf16), ['b', 's1', 'rope']);
   const cacheIndex = checkTensor<'int32'>('cacheIndex', inputs.cacheIndex, { dtype: 'int32' });
   dims.match('cacheIndex', cacheIndex, ['b', 's1']);
-  dims.match('kvCache', checkTensor('kvCache', inputs.kvCache, bf16), ['blockNum', 'blockSize', 1, 'kvLora']);
-  dims.match('krCache', checkTensor('krCache', inputs.krCache, bf16), ['blockNum', 'blockSize', 1, 'rope']);
+  checkLatentCaches(inputs.kvCache, inputs.krCache, dims);
   const d: MlaPrologDims = {
     b: dims.get('b'), s1: dims.get('s1'), h: dims.get('h'), qLora: dims.get('qLora'), n: dims.get('n'),
     qkNope: dims.get('qkNope'), rope: dims.get('rope'), kvLora: dims.get('kvLora'),
@@ -188,14 +191,15 @@ export function checkOutAndAliasing(inputs: Record<string, Tensor>, out: unknown
   const shapes: Record<keyof MlaPrologOutputs, number[]> = {
     qNope: [d.b, d.s1, d.n, d.kvLora], qRope: [d.b, d.s1, d.n, d.rope], qNorm: [d.b, d.s1, d.qLora],
   };
-  const written: [string, Tensor][] = [['kvCache', inputs.kvCache!], ['krCache', inputs.krCache!]];
+  const written: [string, Tensor][] = [['kvCache', inputs.kvCache!]];
+  if (inputs.krCache) written.push(['krCache', inputs.krCache]);
   for (const key of Object.keys(shapes) as (keyof MlaPrologOutputs)[]) {
     if (o[key] === undefined) continue;
     const t = checkTensor(`out.${key}`, o[key], bf16);
     new DimBinder().match(`out.${key}`, t, shapes[key]);
     written.push([`out.${key}`, t]);
   }
-  const reads = Object.entries(inputs).filter(([k]) => k !== 'kvCache' && k !== 'krCache');
+  const reads = Object.entries(inputs).filter(([k, v]) => k !== 'kvCache' && k !== 'krCache' && v !== undefined);
   const all: [string, Tensor][] = [...written, ...reads];
   for (let i = 0; i < written.length; i++) {
     for (let j = 0; j < all.length; j++) {

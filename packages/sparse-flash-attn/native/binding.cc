@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "dsa/fp8_cache.h"
 #include "dsa/napi_tensor.h"
 #include "sparse_flash_attn_kernel.h"
 
@@ -72,13 +73,28 @@ Call prepare(const Napi::CallbackInfo& info) {
     return get_tensor(env, v, name, dt);
   };
   TensorArg q_nope = tensor("qNope", DType::BF16), q_rope = tensor("qRope", DType::BF16);
-  TensorArg kv = tensor("kvCache", DType::BF16), kr = tensor("krCache", DType::BF16);
+  // FP8 latent cache: uint8 rows of kv_lora e4m3 ‖ tile scales ‖ bf16 rope (dsa/fp8_cache.h), no krCache.
+  const bool fp8 = tensor_dtype(in.Get("kvCache")) == "uint8";
+  const bool has_kr = !in.Get("krCache").IsUndefined() && !in.Get("krCache").IsNull();
+  if (fp8 && has_kr) throw_error(env, Code::Argument, "krCache: expected none with an FP8 (uint8) kvCache, whose rows hold the rope part");
+  if (!fp8 && !has_kr) throw_error(env, Code::Argument, "krCache: expected a bfloat16 tensor (only an FP8 kvCache goes without)");
+  TensorArg kv = tensor("kvCache", fp8 ? DType::U8 : DType::BF16);
+  TensorArg kr = fp8 ? TensorArg{} : tensor("krCache", DType::BF16);
   TensorArg idx = tensor("indices", DType::I32), table = tensor("blockTable", DType::I32), act = tensor("actSeqs", DType::I32);
   DimBinder d;
   d.match(env, q_nope, {"b", "s1", "n", "kvLora"});
   d.match(env, q_rope, {"b", "s1", "n", "rope"});
-  d.match(env, kv, {"blocks", "blockSize", "1", "kvLora"});
-  d.match(env, kr, {"blocks", "blockSize", "1", "rope"});
+  if (fp8) {
+    d.match(env, kv, {"blocks", "blockSize", "1", "rowBytes"});
+    if (d["kvLora"] % kFp8Block != 0)
+      throw_error(env, Code::Shape, "kvCache: an FP8 latent cache needs kv_lora % 128 == 0, got qNope.shape[3] = " + std::to_string(d["kvLora"]));
+    if (d["rowBytes"] != fp8_kv_row_bytes(d["kvLora"], d["rope"]))
+      throw_error(env, Code::Shape, "kvCache: expected FP8 rows of " + std::to_string(fp8_kv_row_bytes(d["kvLora"], d["rope"])) +
+                                        " bytes (kv_lora e4m3 + 4 per 128-value tile + 2 * rope), got shape " + shape_str(kv.shape));
+  } else {
+    d.match(env, kv, {"blocks", "blockSize", "1", "kvLora"});
+    d.match(env, kr, {"blocks", "blockSize", "1", "rope"});
+  }
   d.match(env, idx, {"b", "s1", "topk"});
   d.match(env, table, {"b", "maxBlocks"});
   d.match(env, act, {"b"});
@@ -86,8 +102,11 @@ Call prepare(const Napi::CallbackInfo& info) {
   sfa::Args& a = c.args;
   a.q_nope = q_nope.ptr<const bf16_t>();
   a.q_rope = q_rope.ptr<const bf16_t>();
-  a.kv_cache = kv.ptr<const bf16_t>();
-  a.kr_cache = kr.ptr<const bf16_t>();
+  if (fp8) a.kv_cache8 = kv.ptr<const uint8_t>();
+  else {
+    a.kv_cache = kv.ptr<const bf16_t>();
+    a.kr_cache = kr.ptr<const bf16_t>();
+  }
   a.indices = idx.ptr<const int32_t>();
   a.block_table = table.ptr<const int32_t>();
   a.act_seqs = act.ptr<const int32_t>();

@@ -33,5 +33,9 @@ DSA_DECLARE_ISA_FN(void, sfa_pv,
 // dst[c] = (r0[c], r1[c]) pairs for c < dv, zero pairs up to dv16. r1 == nullptr reads zeros.
 DSA_DECLARE_ISA_FN(void, sfa_interleave, (const bf16_t* r0, const bf16_t* r1, int64_t dv, int64_t dv16, uint32_t* dst))
 
+// One FP8 latent row (sparse_flash_attn_fp8_isa.cc) into a bf16 key row: kv_lora values, each times
+// its tile's scale (exact), then the rope values.
+DSA_DECLARE_ISA_FN(void, sfa_dequant_row, (const uint8_t* row, int64_t kv_lora, int64_t rope, bf16_t* dst))
+
 }  // namespace sfa
 }  // namespace dsa

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <string>
 
+#include "dsa/fp8_cache.h"
 #include "dsa/thread_pool.h"
 #include "sparse_flash_attn_isa.h"
 
@@ -81,13 +82,15 @@ struct Kernels {
   decltype(&scalar::sfa_softmax) softmax;
   decltype(&scalar::sfa_pv) pv;
   decltype(&scalar::sfa_interleave) interleave;
+  decltype(&scalar::sfa_dequant_row) dequant;
 };
 
 Kernels pick_kernels() {
   return {dispatch(&scalar::sfa_scores, &avx2::sfa_scores, &avx512::sfa_scores),
           dispatch(&scalar::sfa_softmax, &avx2::sfa_softmax, &avx512::sfa_softmax),
           dispatch(&scalar::sfa_pv, &avx2::sfa_pv, &avx512::sfa_pv),
-          dispatch(&scalar::sfa_interleave, &avx2::sfa_interleave, &avx512::sfa_interleave)};
+          dispatch(&scalar::sfa_interleave, &avx2::sfa_interleave, &avx512::sfa_interleave),
+          dispatch(&scalar::sfa_dequant_row, &avx2::sfa_dequant_row, &avx512::sfa_dequant_row)};
 }
 
 // Head groups per row: enough tasks to keep every thread busy (each split of a row repeats its gather).
@@ -137,6 +140,7 @@ bool attend(const Args& a, const Kernels& k, const Plan& pl, float scale, int64_
   }
   std::memset(o, 0, static_cast<size_t>(nh * pl.dv16 * 4));
 
+  const int64_t row8 = fp8_kv_row_bytes(a.kv_lora, a.rope);
   const int32_t* idx = a.indices + row * a.topk;
   const int32_t* table = a.block_table + bi * a.max_blocks;
   int64_t pos = 0, seen = 0;
@@ -148,8 +152,12 @@ bool attend(const Args& a, const Kernels& k, const Plan& pl, float scale, int64_
       if (p < 0) continue;
       const int64_t slot = static_cast<int64_t>(table[p / a.block_size]) * a.block_size + p % a.block_size;
       bf16_t* dst = keys + nt * ldk;
-      std::memcpy(dst, a.kv_cache + slot * a.kv_lora, static_cast<size_t>(a.kv_lora) * 2);
-      if (a.rope) std::memcpy(dst + a.kv_lora, a.kr_cache + slot * a.rope, static_cast<size_t>(a.rope) * 2);
+      if (a.kv_cache8) {
+        k.dequant(a.kv_cache8 + slot * row8, a.kv_lora, a.rope, dst);
+      } else {
+        std::memcpy(dst, a.kv_cache + slot * a.kv_lora, static_cast<size_t>(a.kv_lora) * 2);
+        if (a.rope) std::memcpy(dst + a.kv_lora, a.kr_cache + slot * a.rope, static_cast<size_t>(a.rope) * 2);
+      }
       if (pl.d & 1) dst[pl.d] = 0;
       ++nt;
     }
@@ -201,10 +209,15 @@ Status validate(const Args& a) noexcept {
   if (!std::isfinite(a.softmax_scale) || a.softmax_scale < 0)
     return err(Code::Argument, "softmaxScale: expected a finite positive number (0 = default), got " + std::to_string(a.softmax_scale));
 
+  if (a.kv_cache8 && (a.kv_cache || a.kr_cache))
+    return err(Code::Argument, "krCache: expected no kvCache/krCache bf16 pair with an FP8 kvCache");
+  if (a.kv_cache8 && a.kv_lora % kFp8Block != 0)
+    return err(Code::Shape, "kvCache: an FP8 latent cache needs kv_lora % 128 == 0, got " + std::to_string(a.kv_lora));
   const int64_t rows = a.b * a.s1;
   const struct { const char* name; const void* p; int64_t count; } bufs[] = {
       {"qNope", a.q_nope, rows * a.n * a.kv_lora}, {"qRope", a.q_rope, rows * a.n * a.rope},
-      {"kvCache", a.kv_cache, a.blocks * a.block_size * a.kv_lora}, {"krCache", a.kr_cache, a.blocks * a.block_size * a.rope},
+      {"kvCache", a.kv_cache8 ? static_cast<const void*>(a.kv_cache8) : a.kv_cache, a.blocks * a.block_size * a.kv_lora},
+      {"krCache", a.kv_cache8 ? static_cast<const void*>(a.kv_cache8) : a.kr_cache, a.blocks * a.block_size * a.rope},
       {"indices", a.indices, rows * a.topk}, {"blockTable", a.block_table, a.b * a.max_blocks},
       {"actSeqs", a.act_seqs, a.b}, {"out", a.out, rows * a.n * a.kv_lora}};
   for (const auto& buf : bufs)

@@ -9,6 +9,9 @@
 //   z_{h,t} = softmax_scale * (q_nope[h] ‖ q_rope[h]) · k_t        fp32
 //   out[h]  = bf16( Σ_t softmax_t(z_{h,·}) v_t )                    fp32 softmax, bf16 dot products
 // over the valid t (indices != -1). A row without valid indices gets zeros.
+// FP8 latent cache (kv_cache8 instead of kv_cache and kr_cache; dsa/fp8_cache.h): the gather turns
+// each 656-byte row into the same bf16 key row, value times its tile scale, which bf16 holds exactly,
+// so everything after the gather is the bf16 path on the exact dequantized values.
 // Precision note: like the Ascend kernel, P = exp(z - running max) is rounded to bf16 before P·V and
 // the row sum adds those rounded values, so the weights stay a convex combination.
 #pragma once
@@ -33,6 +36,7 @@ struct Args {
   const bf16_t* q_rope = nullptr;       // [b, s1, n, rope]
   const bf16_t* kv_cache = nullptr;     // [blocks, block_size, 1, kv_lora]
   const bf16_t* kr_cache = nullptr;     // [blocks, block_size, 1, rope]
+  const uint8_t* kv_cache8 = nullptr;   // or FP8 [blocks, block_size, 1, fp8_kv_row_bytes]; then both above are null
   const int32_t* indices = nullptr;     // [b, s1, topk] logical positions, -1 = skip
   const int32_t* block_table = nullptr; // [b, max_blocks]
   const int32_t* act_seqs = nullptr;    // [b] keys per sequence, the s1 new tokens included

@@ -1,6 +1,6 @@
 import {
-  checkTensor, DimBinder, DsaError, enumOption, ErrorCode, numberOption,
-  type Bf16Tensor, type I32Tensor,
+  checkLatentCaches, checkTensor, DimBinder, DsaError, enumOption, ErrorCode, numberOption,
+  type Bf16Tensor, type I32Tensor, type U8Tensor,
 } from '@dsa/tensor-core';
 import { signalOption } from './cancel.js';
 
@@ -10,10 +10,15 @@ export interface SparseFlashAttentionInputs {
   qNope: Bf16Tensor;
   /** bf16 [b, s1, n, rope]. */
   qRope: Bf16Tensor;
-  /** bf16 [blocks, blockSize, 1, kvLora]: latent cache, read in place. */
-  kvCache: Bf16Tensor;
-  /** bf16 [blocks, blockSize, 1, rope]: rope cache, read in place. */
-  krCache: Bf16Tensor;
+  /**
+   * bf16 [blocks, blockSize, 1, kvLora]: latent cache, read in place; or the FP8 latent cache, uint8
+   * [blocks, blockSize, 1, kvLora + 4·kvLora/128 + 2·rope] (656 at DeepSeek size) as the MLA prolog
+   * writes it: e4m3 tiles of 128 ‖ their fp32 scales ‖ the bf16 rope values (tensor-core fp8-cache.ts).
+   * The gather dequantizes each row exactly (to bf16) before the bf16 path's arithmetic.
+   */
+  kvCache: Bf16Tensor | U8Tensor;
+  /** bf16 [blocks, blockSize, 1, rope]: rope cache, read in place; absent with an FP8 kvCache. */
+  krCache?: Bf16Tensor;
   /** int32 [b, s1, topk]: logical positions, −1 = skip. */
   indices: I32Tensor;
   /** int32 [b, maxBlocks]: physical block of each logical block (−1 where never read). */
@@ -74,8 +79,6 @@ export function checkSfaCall(inputs: SparseFlashAttentionInputs, options: Sparse
   const { qNope, qRope, kvCache, krCache, indices, blockTable, actSeqs } = inputs;
   checkTensor('qNope', qNope, { dtype: 'bfloat16' });
   checkTensor('qRope', qRope, { dtype: 'bfloat16' });
-  checkTensor('kvCache', kvCache, { dtype: 'bfloat16' });
-  checkTensor('krCache', krCache, { dtype: 'bfloat16' });
   checkTensor('indices', indices, { dtype: 'int32' });
   checkTensor('blockTable', blockTable, { dtype: 'int32' });
   checkTensor('actSeqs', actSeqs, { dtype: 'int32' });
@@ -83,14 +86,13 @@ export function checkSfaCall(inputs: SparseFlashAttentionInputs, options: Sparse
   const d = new DimBinder();
   d.match('qNope', qNope, ['b', 's1', 'n', 'kvLora']);
   d.match('qRope', qRope, ['b', 's1', 'n', 'rope']);
-  d.match('kvCache', kvCache, ['blocks', 'blockSize', 1, 'kvLora']);
-  d.match('krCache', krCache, ['blocks', 'blockSize', 1, 'rope']);
+  checkLatentCaches(kvCache, krCache, d);
   d.match('indices', indices, ['b', 's1', 'topk']);
   d.match('blockTable', blockTable, ['b', 'maxBlocks']);
   d.match('actSeqs', actSeqs, ['b']);
   const dims: SfaDims = {
     b: d.get('b'), s1: d.get('s1'), n: d.get('n'), kvLora: d.get('kvLora'), rope: d.get('rope'),
-    blocks: d.get('blocks'), blockSize: d.get('blockSize'), topk: d.get('topk'), maxBlocks: d.get('maxBlocks'),
+    blocks: d.get('blockNum'), blockSize: d.get('blockSize'), topk: d.get('topk'), maxBlocks: d.get('maxBlocks'),
   };
   if (dims.kvLora < 1) {
     throw new DsaError(ErrorCode.SHAPE, `qNope: expected shape[3] (kvLora) ≥ 1, got ${dims.kvLora} (shape [${qNope.shape.join(', ')}])`, 'qNope');

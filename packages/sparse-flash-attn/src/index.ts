@@ -14,7 +14,7 @@ export interface SparseFlashAttentionResult {
 // The caches a call reads: async calls on them are serialized with every other call that holds them
 // (the MLA prolog writes them), and a sync call while an async one holds them throws DSA_E_STATE.
 function readCaches(inputs: SparseFlashAttentionInputs): [string, Tensor][] {
-  return [['kvCache', inputs.kvCache], ['krCache', inputs.krCache]];
+  return inputs.krCache ? [['kvCache', inputs.kvCache], ['krCache', inputs.krCache]] : [['kvCache', inputs.kvCache]];
 }
 
 /**

@@ -1,7 +1,7 @@
 // Float64 reference of stage 4 (background.md §3.5) with the spec's rounding points: inputs are
 // bf16, logits and softmax in float64 with P unrounded (the golden keeps P in fp32), output rounded
 // once to bf16. The native kernel rounds P to bf16 before P·V; the spec's tolerance covers that.
-import { bf16ArrayToF32, f32ToBf16, type Bf16Tensor } from '@dsa/tensor-core';
+import { bf16ArrayToF32, f32ToBf16, latentCacheToBf16, type Bf16Tensor } from '@dsa/tensor-core';
 import { checkSfaCall, rowEff, type SparseFlashAttentionInputs, type SparseFlashAttentionOptions } from './check.js';
 
 export type { SparseFlashAttentionInputs, SparseFlashAttentionOptions } from './check.js';
@@ -12,8 +12,12 @@ export function sparseFlashAttentionReference(inputs: SparseFlashAttentionInputs
   const { b, s1, n, kvLora, rope, blockSize, topk, maxBlocks } = dims;
   const qn = bf16ArrayToF32(inputs.qNope.data);
   const qr = bf16ArrayToF32(inputs.qRope.data);
-  const kv = bf16ArrayToF32(inputs.kvCache.data);
-  const kr = bf16ArrayToF32(inputs.krCache.data);
+  // FP8 latent cache: its exact values (bf16 holds every dequantized value exactly).
+  const caches = inputs.kvCache.dtype === 'uint8'
+    ? latentCacheToBf16(inputs.kvCache, kvLora, rope)
+    : { kvCache: inputs.kvCache, krCache: inputs.krCache! };
+  const kv = bf16ArrayToF32(caches.kvCache.data);
+  const kr = bf16ArrayToF32(caches.krCache.data);
   const idx = inputs.indices.data;
   const table = inputs.blockTable.data;
   const act = inputs.actSeqs.data;

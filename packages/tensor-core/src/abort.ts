@@ -2,7 +2,7 @@
 // aborted call, saving the cache rows a call will write (to put them back on an abort), and cutting
 // a call into chunks of query rows or tokens that a signal is checked between.
 import { DsaError, ErrorCode } from './errors.js';
-import type { Bf16Tensor, Tensor } from './tensor.js';
+import type { Tensor } from './tensor.js';
 
 /** `options.signal`: undefined or an AbortSignal, checked by structure (an AbortSignal of any realm). */
 export function signalOption(value: unknown): AbortSignal | undefined {
@@ -21,7 +21,7 @@ export function abortedError(): DsaError {
 }
 
 /** Copies of the rows of [blocks, block_size, 1, d] caches at the non-negative slots, and their undo. */
-export function saveCacheRows(caches: readonly Bf16Tensor[], slots: ArrayLike<number>): () => void {
+export function saveCacheRows(caches: readonly Tensor[], slots: ArrayLike<number>): () => void {
   const rows = Array.from(slots).filter((s) => s >= 0);
   const saved = caches.map((cache) => {
     const d = cache.shape[3]!;

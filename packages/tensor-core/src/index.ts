@@ -33,3 +33,7 @@ export {
   type SafetensorsTensorInfo, type SafetensorsOpenOptions, type SafetensorsWriteEntry,
 } from './safetensors.js';
 export { rowsToBf16, type StoredRows, type Bf16Target, type StoredWeightDtype } from './dequant.js';
+export {
+  fp8KvRowBytes, fp8IndexRowBytes, quantizeCacheGroup, encodeLatentRow, encodeIndexKeyRow, hadamardBf16, latentCacheToBf16,
+  indexKeyCacheToBf16, fp8IndexQueryToBf16, checkLatentCaches, checkIndexKeyCache, type CacheDimNames, type CacheDtype, type U8Tensor,
+} from './fp8-cache.js';

@@ -31,13 +31,15 @@ inline void throw_if_error(Napi::Env env, const Status& st) {
   if (!st.ok()) throw_error(env, st.code, st.message);
 }
 
-enum class DType { BF16, F32, I32, FP8 };
+// FP8: e4m3 weights; U8: byte rows of mixed content (FP8 cache rows).
+enum class DType { BF16, F32, I32, FP8, U8 };
 
 inline const char* dtype_name(DType d) {
   switch (d) {
     case DType::BF16: return "bfloat16";
     case DType::F32: return "float32";
     case DType::FP8: return "float8_e4m3fn";
+    case DType::U8: return "uint8";
     default: return "int32";
   }
 }
@@ -75,6 +77,13 @@ inline std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
   return r + "]";
+}
+
+// The dtype string of a tensor object ("" when it has none): lets a binding accept either cache form.
+inline std::string tensor_dtype(Napi::Value v) {
+  if (!v.IsObject()) return "";
+  Napi::Value dt = v.As<Napi::Object>().Get("dtype");
+  return dt.IsString() ? dt.As<Napi::String>().Utf8Value() : "";
 }
 
 // Read a tensor object {dtype, shape, data, format?}. rank < 0 accepts any rank.
@@ -118,10 +127,10 @@ inline TensorArg get_tensor(Napi::Env env, Napi::Value v, const std::string& nam
   Napi::Value data = o.Get("data");
   if (!data.IsTypedArray()) throw_error(env, Code::Dtype, name + ": expected data to be a typed array");
   Napi::TypedArray ta = data.As<Napi::TypedArray>();
-  const napi_typedarray_type need = want == DType::BF16  ? napi_uint16_array
-                                    : want == DType::F32 ? napi_float32_array
-                                    : want == DType::FP8 ? napi_uint8_array
-                                                         : napi_int32_array;
+  const napi_typedarray_type need = want == DType::BF16                       ? napi_uint16_array
+                                    : want == DType::F32                      ? napi_float32_array
+                                    : want == DType::FP8 || want == DType::U8 ? napi_uint8_array
+                                                                              : napi_int32_array;
   if (ta.TypedArrayType() != need) throw_error(env, Code::Dtype, name + ": data has the wrong typed array type for " + dtype_name(want));
   t.length = static_cast<int64_t>(ta.ElementLength());
   if (t.length != count)
@@ -236,12 +245,12 @@ inline Napi::Object new_tensor(Napi::Env env, DType dt, const std::vector<int64_
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   if (elements >= 0) n = elements;
-  const size_t esize = dt == DType::BF16 ? 2 : dt == DType::FP8 ? 1 : 4;
+  const size_t esize = dt == DType::BF16 ? 2 : (dt == DType::FP8 || dt == DType::U8) ? 1 : 4;
   const size_t bytes = static_cast<size_t>(n) * esize;
   Napi::ArrayBuffer ab = large ? large_array_buffer(env, bytes) : Napi::ArrayBuffer::New(env, bytes);
   Napi::Value arr;
   if (dt == DType::BF16) arr = Napi::Uint16Array::New(env, n, ab, 0);
-  else if (dt == DType::FP8) arr = Napi::Uint8Array::New(env, n, ab, 0);
+  else if (dt == DType::FP8 || dt == DType::U8) arr = Napi::Uint8Array::New(env, n, ab, 0);
   else if (dt == DType::F32) arr = Napi::Float32Array::New(env, n, ab, 0);
   else arr = Napi::Int32Array::New(env, n, ab, 0);
   Napi::Object o = Napi::Object::New(env);
