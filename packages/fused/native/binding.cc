@@ -230,8 +230,15 @@ class Layer : public Napi::ObjectWrap<Layer> {
   std::shared_ptr<LayerState> state_;
 };
 
+#if defined(__ELF__)
+// Also readable without loading the addon (scripts/check-binaries.mjs: readelf -p .dsa_stage_versions).
+extern "C" __attribute__((used, section(".dsa_stage_versions"))) const char dsa_stage_versions[] = DSA_STAGE_VERSIONS;
+#endif
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_common(env, exports, DSA_ADDON_VERSION);
+  // "mla-prolog=0.1.0,indexer-prolog=0.1.0,...": the stage sources this addon was compiled from.
+  exports.Set("stageVersions", Napi::String::New(env, DSA_STAGE_VERSIONS));
   exports.Set("Layer", Layer::Define(env));
   return exports;
 }

@@ -8,8 +8,12 @@ import { runCacheBench } from './cli-bench-cache.js';
 import { runCheck } from './cli-check.js';
 import { runCheckCheckpoint } from './cli-check-checkpoint.js';
 import { runDemo } from './cli-demo.js';
+import { versions } from './versions.js';
 
 const HELP = `dsa — DeepSeek-V3.2 sparse attention (DSA) on this machine
+
+  dsa --version
+      This package's version and the kernel versions inside (fused addon, stage packages).
 
   dsa demo  [--batch 2] [--context 32768] [--prefill 1024] [--chunk 512] [--steps 16]
             [--threads N] [--preset pto|deepseekV32] [--seed 1]
@@ -69,6 +73,13 @@ async function main(): Promise<number> {
   });
   if (command === undefined || command === 'help' || command === '--help' || command === '-h' || values.help) {
     process.stdout.write(HELP);
+    return 0;
+  }
+  if (command === '--version' || command === 'version') {
+    const v = versions();
+    const lines = [`@dsa/fused ${v.fused} (@dsa/tensor-core ${v.tensorCore})`];
+    for (const [name, version] of Object.entries(v.stages)) lines.push(`  ${name} ${version} (fused kernel ${v.fusedKernels[name] ?? 'missing'})`);
+    process.stdout.write(lines.join('\n') + '\n');
     return 0;
   }
   if (command === 'demo') return runDemo(values);

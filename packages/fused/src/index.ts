@@ -10,6 +10,7 @@ export { PagedCacheManager, type CacheTensors, type PagedCacheConfig, type StepP
 export type { LayerWeights, StepInputs, SparseAttentionInputs, OperatorDims } from './inputs.js';
 export type { OperatorResult, StageTimes } from './chain.js';
 export { nativeAddon } from './native.js';
+export { versions, type Versions } from './versions.js';
 export {
   openCheckpoint, Checkpoint,
   type CheckpointConfig, type YarnScaling, type Fp8LayerWeights, type LoadProgress, type LayerLoadOptions, type OpenCheckpointOptions, type StoredTensor,

@@ -28,6 +28,8 @@ export interface NativeLayer {
 }
 
 export interface FusedAddon extends ConfigurableAddon {
+  /** "mla-prolog=0.1.0,indexer-prolog=0.1.0,...": the stage sources compiled in. */
+  stageVersions: string;
   Layer: new (weights: LayerWeights) => NativeLayer;
 }
 

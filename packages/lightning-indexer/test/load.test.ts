@@ -1,8 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { nativeAddon } from '../src/index.js';
 
 describe('@dsa/lightning-indexer addon', () => {
   it('loads through the shared loader and reports its version', () => {
-    expect(nativeAddon().version).toBe('0.1.0');
+    expect(nativeAddon().version).toBe(JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version);
   });
 });

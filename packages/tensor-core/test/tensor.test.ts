@@ -117,7 +117,8 @@ describe('addon loader', () => {
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, DSA_ADDON_TENSOR_CORE: '/nonexistent/dsa.node' }, encoding: 'utf8' });
     expect(r.stdout).toMatch(/DSA_E_BINDING/);
     expect(r.stdout).toMatch(/\/nonexistent\/dsa.node: not found/);
-    expect(r.stdout).toMatch(/pnpm --filter @dsa\/tensor-core run build:native/);
+    expect(r.stdout).toMatch(/npm rebuild @dsa\/tensor-core --build-from-source/);
+    expect(r.stdout).toMatch(/DSA_BUILD_FROM_SOURCE=1 npm rebuild @dsa\/tensor-core/);
     expect(r.stdout).toMatch(/linux|darwin|win32/);
   });
 });
