@@ -5,7 +5,7 @@
 //   - glibc symbol versions needed are <= 2.28, and nothing from libstdc++ (GLIBCXX/CXXABI);
 //   - the version in the .dsa_version section is the package.json version (and, for @dsa/fused, the
 //     stage versions compiled in equal the exact versions package.json pins);
-//   - binaries of this machine's platform also load and report that version.
+//   - binaries of this machine's platform that pass these checks also load and report that version.
 // Usage: node scripts/check-binaries.mjs [--require linux-x64,linux-arm64] <package dir>...
 // Runs as every native package's prepack script and in scripts/dist-check.sh. Exit 1 on any failure.
 import { execFileSync } from 'node:child_process';
@@ -80,7 +80,9 @@ for (const dir of dirs) {
         }
         if (!stages) fail(`${where} has no .dsa_stage_versions section`);
       }
-      if (platform === `${process.platform}-${process.arch}`) {
+      // Only a binary that passed the ELF checks is loaded: one that failed may not even load safely
+      // (an ASan build aborts the process unless its runtime is preloaded).
+      if (platform === `${process.platform}-${process.arch}` && !bad.length) {
         try {
           const loaded = require(file).version;
           if (loaded !== pkg.version) fail(`${where} loads and reports ${loaded}, not ${pkg.version}`);
