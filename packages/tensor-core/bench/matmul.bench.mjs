@@ -21,6 +21,12 @@ setNumThreads(options.threads);
 run.probe('before');
 
 const rng = new Rng(2024);
+// The huge-page copies of a group are freed by native finalizers, which run only when the event loop
+// turns: let it turn (after a GC where --expose-gc allows) between groups, or the copies pile up.
+const settle = async () => {
+  globalThis.gc?.();
+  await new Promise((r) => setImmediate(r));
+};
 const copiesOf = (w, bytes, label) => {
   const n = rotationCount(bytes, { factor: options.llcFactor });
   run.workingSet(label, bytes, n);
@@ -48,6 +54,7 @@ for (const [K, N] of GEMV_SHAPES) {
       measure({ kind: 'gemv', shape: `[${K},${N}]`, M, layout, bound: 'read', bytes: bytes + M * K * 2 + M * N * 4, flops: 2 * M * K * N,
         x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length]) });
     }
+    await settle();
   }
 }
 {
@@ -60,6 +67,7 @@ for (const [K, N] of GEMV_SHAPES) {
       x: rng.uniformTensor([heads, M, 128]), call: (x, i) => matmulBatched(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
   }
 }
+await settle();
 // FP8 e4m3 weights with one fp32 scale per 128x128 block (the checkpoint's form), prepared once by
 // packWeights: bytes counted are the FP8 bytes plus the scales.
 for (const [K, N] of GEMV_SHAPES) {
@@ -72,6 +80,7 @@ for (const [K, N] of GEMV_SHAPES) {
     measure({ kind: 'gemv', shape: `[${K},${N}]`, M, layout: 'FP8', bound: 'read', bytes: bytes + M * K * 2 + M * N * 4, flops: 2 * M * K * N,
       x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length]) });
   }
+  await settle();
 }
 {
   const heads = 128;
@@ -83,6 +92,7 @@ for (const [K, N] of GEMV_SHAPES) {
       x: rng.uniformTensor([heads, M, 128]), call: (x, i) => matmulBatched(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
   }
 }
+await settle();
 for (const [K, N] of [[7168, 1536], [1536, 24576]]) {
   // Power-of-two block scales (DeepSeek's ue8m0) fold into the bf16 panel; others apply per 128-k block.
   for (const pow2 of [true, false]) {
@@ -93,6 +103,7 @@ for (const [K, N] of [[7168, 1536], [1536, 24576]]) {
       measure({ kind: 'gemm', shape: `[${K},${N}]`, M, layout: pow2 ? 'FP8p2' : 'FP8', bound: 'dot', bytes: bytes + M * K * 2 + M * N * 2,
         flops: 2 * M * K * N, x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
     }
+    await settle();
   }
 }
 for (const [K, N] of [[7168, 1536], [1536, 24576]]) {
@@ -106,6 +117,7 @@ for (const [K, N] of [[7168, 1536], [1536, 24576]]) {
         x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
     }
   }
+  await settle();
 }
 
 run.probe('after');
