@@ -55,7 +55,9 @@ const lastEnd = Math.max(...runs.map((r) => Date.parse(r.date)));
 const begin = Number.isFinite(started) ? started : firstStart;
 lines.push(`Run: ${new Date(begin).toISOString().slice(0, 16).replace('T', ' ')} UTC; the benchmarks took ${((lastEnd - begin) / 60e3).toFixed(1)} min ` +
   `(build excluded); load average at the start of each benchmark ${loads.map((v) => v.toFixed(1)).join(', ')} ` +
-  `(on ${m.logicalCpus} CPUs; above ~0.5 other work shared the cores: times run long and probes low, so fractions of the ceilings can land on either side, even above 100%; rerun on a quiet machine).`);
+  `(on ${m.logicalCpus} CPUs; a 1-minute average, so it also counts the work just before each benchmark: the build, ` +
+  `the previous benchmark's ${m.logicalCpus} threads. Well above ${m.logicalCpus}, other work shared the cores: times run long, ` +
+  `probes low, fractions of the ceilings land on either side, even above 100%; rerun on a quiet machine).`);
 lines.push('');
 lines.push('Every figure is a median (with min/max in the JSON) and a fraction of the ceilings that the same benchmark measured ' +
   'in the same run (best of its probes before and after the cases). Read ceiling: AVX-512 streaming read of a 2 MiB-aligned, ' +
