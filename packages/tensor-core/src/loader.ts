@@ -69,32 +69,42 @@ export function loadAddon<T extends ConfigurableAddon>(spec: AddonSpec): T {
   const envVar = addonEnvVar(spec.addonName);
   const override = process.env[envVar];
   // An explicit override that fails is an error, not a reason to quietly load something else.
-  const candidates = override
-    ? [override]
-    : [join(root, 'build', 'Release', `${spec.addonName}.node`), join(root, 'build', 'Debug', `${spec.addonName}.node`)];
-  const prebuild = override ? undefined : prebuildPath(root);
-  if (prebuild) candidates.push(prebuild);
-  else if (!override) candidates.push(`${join(root, 'prebuilds', `${process.platform}-${process.arch}`)}/*.node`);
-
   const tried: string[] = [];
-  for (const path of candidates) {
+  const load = (path: string): T | undefined => {
     if (!existsSync(path)) {
       tried.push(`${path}: not found`);
-      continue;
+      return undefined;
     }
     let addon: T;
     try {
       addon = require(path) as T;
     } catch (e) {
       tried.push(`${path}: ${(e as Error).message.split('\n')[0]}`);
-      continue;
+      return undefined;
     }
     if (addon.version !== pkgVersion) {
       tried.push(`${path}: version ${addon.version} does not match ${spec.packageName} ${pkgVersion} (stale build)`);
-      continue;
+      return undefined;
     }
     registerAddon(addon);
     return addon;
+  };
+  if (override) {
+    const addon = load(override);
+    if (addon) return addon;
+  } else {
+    for (const build of ['Release', 'Debug']) {
+      const addon = load(join(root, 'build', build, `${spec.addonName}.node`));
+      if (addon) return addon;
+    }
+    // The prebuild is looked up only when no source build loads (node-gyp-build is not needed before).
+    const prebuild = prebuildPath(root);
+    if (prebuild) {
+      const addon = load(prebuild);
+      if (addon) return addon;
+    } else {
+      tried.push(`${join(root, 'prebuilds', `${process.platform}-${process.arch}`)}/*.node: not found`);
+    }
   }
   const platform = `${process.platform}-${process.arch}, node ${process.versions.node}, Node-API ${process.versions.napi}`;
   throw new DsaError(

@@ -81,8 +81,10 @@ class Pool {
     t_inside_task = false;
   }
 
-  void worker_main(int id) {
-    uint64_t seen = 0;
+  // `seen` starts at the generation current when the worker is made: the last job's wanted_ is
+  // still set, and a worker that took that finished job for a new one would leave its count twice
+  // (active_ goes to -1 and the caller's wait never ends).
+  void worker_main(int id, uint64_t seen) {
     for (;;) {
       // Spin briefly before sleeping: kernels issue parallel regions back to back, and a condition
       // variable wake-up costs tens of microseconds.
@@ -114,7 +116,8 @@ class Pool {
     for (auto& w : workers_) w.join();
     workers_.clear();
     stop_ = false;
-    for (int i = 0; i < n_workers; ++i) workers_.emplace_back([this, i] { worker_main(i + 1); });
+    const uint64_t now = generation_.load();  // no job is in flight: callers hold run_mutex_
+    for (int i = 0; i < n_workers; ++i) workers_.emplace_back([this, i, now] { worker_main(i + 1, now); });
   }
 
   std::mutex run_mutex_;  // one parallel call at a time
