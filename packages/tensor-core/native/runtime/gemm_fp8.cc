@@ -43,7 +43,6 @@ namespace {
 
 constexpr int64_t kMBlock = 192;        // rows per task when M is large (as the bf16 driver)
 constexpr int64_t kKBlockPairs = 256;   // k-pairs per bf16 tile call when scales are folded
-constexpr int64_t kBlockPairs = kFp8ScaleBlock / 2;
 
 uint8_t byte_at(const WeightView& w, int64_t k, int64_t n) {
   return w.format == WeightFormat::Fp8NT ? w.fp8[n * w.K + k] : w.fp8[k * w.N + n];
@@ -125,6 +124,7 @@ void gemm(const bf16_t* a, int64_t lda, int64_t M, const WeightView& w, const Ge
   const int64_t tasks = whole_m ? col_groups : col_groups * mblocks;
   auto tile_fn = DSA_DISPATCH(gemm_packed_tile);
   auto convert_fn = DSA_DISPATCH(fp8_panel_to_bf16);
+  auto scaled_fn = DSA_DISPATCH(gemm_packed_tile_scaled);
   run(tasks, [&](int64_t t, int) {
     const int64_t p0 = (t % col_groups) * G;
     const int np = static_cast<int>(std::min<int64_t>(G, panels - p0));
@@ -136,36 +136,27 @@ void gemm(const bf16_t* a, int64_t lda, int64_t M, const WeightView& w, const Ge
     for (int p = 0; p < np; ++p)
       convert_fn(src.bytes + p * groups * 64, groups, folded ? exps.data() + p * kblocks : nullptr, b.data() + p * panel_stride);
     const int64_t ldt = np * 16;
-    thread_local std::vector<float> ctile, block;
+    thread_local std::vector<float> ctile;
     const int64_t mb0 = whole_m ? 0 : t / col_groups, mb1 = whole_m ? mblocks : mb0 + 1;
     for (int64_t mbi = mb0; mbi < mb1; ++mbi) {
       const int64_t m0 = mbi * mb, rows = std::min(mb, M - m0);
       ctile.resize(static_cast<size_t>(rows * ldt));
-      block.resize(static_cast<size_t>(rows * ldt));
-      const int64_t step = folded ? kKBlockPairs : kBlockPairs;
-      for (int64_t kb = 0; kb < kp2; kb += step) {
-        const int64_t kn = std::min(step, kp2 - kb);
-        // Folded scales: accumulate straight into the tile. Otherwise each 128-k block goes to
-        // `block`, then into the tile times its panel's scale.
-        float* dst = folded ? ctile.data() : block.data();
+      if (folded) {
+        for (int64_t kb = 0; kb < kp2; kb += kKBlockPairs) {
+          const int64_t kn = std::min(kKBlockPairs, kp2 - kb);
+          for (int64_t r = 0; r < rows; r += kPackedMaxRows) {
+            const int mr = static_cast<int>(std::min<int64_t>(kPackedMaxRows, rows - r));
+            tile_fn(a + (m0 + r) * lda + 2 * kb, lda, mr, b.data() + kb * 32, panel_stride, np, kn, ctile.data() + r * ldt,
+                    ldt, kb > 0);
+          }
+        }
+      } else {
+        // Scales applied in fp32 per 128-k block, inside the register tile's pass over K.
         for (int64_t r = 0; r < rows; r += kPackedMaxRows) {
           const int mr = static_cast<int>(std::min<int64_t>(kPackedMaxRows, rows - r));
-          tile_fn(a + (m0 + r) * lda + 2 * kb, lda, mr, b.data() + kb * 32, panel_stride, np, kn, dst + r * ldt, ldt,
-                  folded && kb > 0);
+          scaled_fn(a + (m0 + r) * lda, lda, mr, b.data(), panel_stride, np, kp2, src.scale, kblocks,
+                    ctile.data() + r * ldt, ldt);
         }
-        if (folded) continue;
-        const int64_t sb = kb / kBlockPairs;
-        for (int64_t r = 0; r < rows; ++r)
-          for (int p = 0; p < np; ++p) {
-            const float s = src.scale[p * kblocks + sb];
-            float* c = ctile.data() + r * ldt + p * 16;
-            const float* v = block.data() + r * ldt + p * 16;
-            if (kb == 0) {
-              for (int j = 0; j < 16; ++j) c[j] = v[j] * s;
-            } else {
-              for (int j = 0; j < 16; ++j) c[j] += v[j] * s;
-            }
-          }
       }
       detail::store_tile(ctile.data(), ldt, rows, std::min(ldt, N - p0 * 16), y, m0, p0 * 16);
     }

@@ -1,6 +1,7 @@
 // GEMM micro-kernels, compiled once per ISA (see dsa/isa.h). The AVX-512 path multiplies k-pairs with
 // vdpbf16ps; AVX2 splits each 32-bit (k, k+1) pair into two fp32 values with a shift and a mask; the
 // scalar path does the same arithmetic one element at a time. All accumulate in fp32.
+#include <algorithm>
 #include <cstring>
 
 #include "gemm_kernels.h"
@@ -56,6 +57,34 @@ void packed_kernel(const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ps, in
   }
   for (int m = 0; m < MR; ++m)
     for (int n = 0; n < NB; ++n) _mm512_storeu_ps(c + m * ldc + n * 16, acc[m][n]);
+}
+
+// Block-scaled weights: each 128-k block (64 k-pairs) is summed in registers, then added into c
+// (in L1) times its panel's scale: c = sum over blocks of acc * scale[n * ss + block].
+template <int MR, int NB>
+void packed_kernel_scaled(const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ps, int64_t kp2, const float* scale,
+                          int64_t ss, float* c, int64_t ldc) {
+  for (int64_t k0 = 0, kb = 0; k0 < kp2; k0 += 64, ++kb) {
+    __m512 acc[MR][NB];
+    for (int m = 0; m < MR; ++m)
+      for (int n = 0; n < NB; ++n) acc[m][n] = _mm512_setzero_ps();
+    const int64_t k1 = std::min<int64_t>(kp2, k0 + 64);
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      __m512bh bv[NB];
+      for (int n = 0; n < NB; ++n) bv[n] = (__m512bh)_mm512_loadu_si512(b + n * ps + kk * 32);
+      for (int m = 0; m < MR; ++m) {
+        const __m512bh av = (__m512bh)_mm512_set1_epi32(load_pair(a + m * lda + 2 * kk));
+        for (int n = 0; n < NB; ++n) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], av, bv[n]);
+      }
+    }
+    for (int n = 0; n < NB; ++n) {
+      const __m512 sv = _mm512_set1_ps(scale[n * ss + kb]);
+      for (int m = 0; m < MR; ++m) {
+        float* cp = c + m * ldc + n * 16;
+        _mm512_storeu_ps(cp, kb == 0 ? _mm512_mul_ps(acc[m][n], sv) : _mm512_fmadd_ps(acc[m][n], sv, _mm512_loadu_ps(cp)));
+      }
+    }
+  }
 }
 
 // ND/NZ weights in place: rows k and k+1 of a 16-column panel are interleaved in a register into
@@ -205,6 +234,14 @@ template <int MR>
 constexpr PackedFn packed_row[kPackedMaxPanels] = {packed_kernel<MR, 1>, packed_kernel<MR, 2>, packed_kernel<MR, 3>};
 constexpr const PackedFn* packed_table[kPackedMaxRows] = {packed_row<1>, packed_row<2>, packed_row<3>, packed_row<4>,
                                                           packed_row<5>, packed_row<6>, packed_row<7>, packed_row<8>};
+#if defined(__AVX512BF16__)
+using ScaledFn = void (*)(const bf16_t*, int64_t, const bf16_t*, int64_t, int64_t, const float*, int64_t, float*, int64_t);
+template <int MR>
+constexpr ScaledFn scaled_row[kPackedMaxPanels] = {packed_kernel_scaled<MR, 1>, packed_kernel_scaled<MR, 2>,
+                                                   packed_kernel_scaled<MR, 3>};
+constexpr const ScaledFn* scaled_table[kPackedMaxRows] = {scaled_row<1>, scaled_row<2>, scaled_row<3>, scaled_row<4>,
+                                                          scaled_row<5>, scaled_row<6>, scaled_row<7>, scaled_row<8>};
+#endif
 template <int MR>
 constexpr DirectFn direct_row[kDirectMaxPanels] = {direct_kernel<MR, 1>, direct_kernel<MR, 2>, direct_kernel<MR, 3>,
                                                    direct_kernel<MR, 4>};
@@ -255,6 +292,33 @@ void f32_to_bf16_row(const float* src, int64_t n, bf16_t* dst) {
 void gemm_packed_tile(const bf16_t* a, int64_t lda, int mr, const bf16_t* b, int64_t panel_stride, int np, int64_t kp2,
                       float* c, int64_t ldc, bool accumulate) {
   packed_table[mr - 1][np - 1](a, lda, b, panel_stride, kp2, c, ldc, accumulate);
+}
+
+void gemm_packed_tile_scaled(const bf16_t* a, int64_t lda, int mr, const bf16_t* b, int64_t panel_stride, int np,
+                             int64_t kp2, const float* scale, int64_t scale_stride, float* c, int64_t ldc) {
+#if defined(__AVX512BF16__)
+  scaled_table[mr - 1][np - 1](a, lda, b, panel_stride, kp2, scale, scale_stride, c, ldc);
+#else
+  // Other ISAs: the bf16 tile per 128-k block into a small buffer, then scaled into c.
+  constexpr int64_t kBlockPairs = 64;
+  alignas(64) float block[kPackedMaxRows * kPackedMaxPanels * 16];
+  const int64_t ldb = np * 16;
+  const PackedFn tile = packed_table[mr - 1][np - 1];
+  for (int64_t k0 = 0, kb = 0; k0 < kp2; k0 += kBlockPairs, ++kb) {
+    tile(a + 2 * k0, lda, b + k0 * 32, panel_stride, std::min(kBlockPairs, kp2 - k0), block, ldb, false);
+    for (int m = 0; m < mr; ++m)
+      for (int p = 0; p < np; ++p) {
+        const float s = scale[p * scale_stride + kb];
+        float* __restrict cr = c + m * ldc + p * 16;
+        const float* __restrict v = block + m * ldb + p * 16;
+        if (kb == 0) {
+          for (int j = 0; j < 16; ++j) cr[j] = v[j] * s;
+        } else {
+          for (int j = 0; j < 16; ++j) cr[j] += v[j] * s;
+        }
+      }
+  }
+#endif
 }
 
 void gemm_direct_tile(const bf16_t* a, int64_t lda, int mr, const bf16_t* w, int64_t row_stride, int64_t panel_stride,

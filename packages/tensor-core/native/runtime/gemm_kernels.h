@@ -18,6 +18,13 @@ DSA_DECLARE_ISA_FN(void, gemm_packed_tile,
                    (const bf16_t* a, int64_t lda, int mr, const bf16_t* b, int64_t panel_stride, int np,
                     int64_t kp2, float* c, int64_t ldc, bool accumulate))
 
+// c[mr, np*16] = sum over 128-k blocks kb of (a[mr, block] @ B[block]) * scale[p*scale_stride + kb] for
+// panel p: block-scaled weights whose scales are applied in fp32 (not folded into the bf16 values).
+// Each block's product is formed in registers and scaled into c while c is in L1.
+DSA_DECLARE_ISA_FN(void, gemm_packed_tile_scaled,
+                   (const bf16_t* a, int64_t lda, int mr, const bf16_t* b, int64_t panel_stride, int np,
+                    int64_t kp2, const float* scale, int64_t scale_stride, float* c, int64_t ldc))
+
 // c[mr, np*16] (+)= a[mr, K] @ W for 16-wide panels read in place: (k, p*16 + j) at
 // w[p*panel_stride + k*row_stride + j] (ND: row_stride N, panel_stride 16; NZ: 16 and K*16).
 DSA_DECLARE_ISA_FN(void, gemm_direct_tile,
