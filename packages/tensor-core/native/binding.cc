@@ -111,7 +111,8 @@ Napi::Value ProbeRead(const Napi::CallbackInfo& info) {
   const size_t bytes = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue());
   const int threads = std::max(1, info[1].As<Napi::Number>().Int32Value());
   const int reps = std::max(1, info[2].As<Napi::Number>().Int32Value());
-  std::unique_ptr<uint8_t, void (*)(void*)> buf(static_cast<uint8_t*>(large_alloc(bytes)), large_free);
+  auto release = [bytes](uint8_t* p) { large_free(p, bytes); };
+  std::unique_ptr<uint8_t, decltype(release)> buf(static_cast<uint8_t*>(large_alloc(bytes)), release);
   if (!buf) throw_error(env, Code::Internal, "probeRead: cannot allocate " + std::to_string(bytes) + " bytes");
   std::memset(buf.get(), 1, bytes);  // fault every page in
   auto read_fn = DSA_DISPATCH(probe_read);

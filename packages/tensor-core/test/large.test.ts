@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { stats, rotationCount, timeCalls } from '../src/bench.js';
 import {
@@ -13,6 +14,35 @@ describe('allocateLarge / largeZeros', () => {
       expect(u.every((v) => v === 0)).toBe(true);
       for (let i = 0; i < u.length; i += 4093) u[i] = (i % 251) + 1;
       for (let i = 0; i < u.length; i += 4093) expect(u[i]).toBe((i % 251) + 1);
+    }
+  });
+
+  it('recycled blocks (freed buffers kept for reuse) come back zeroed, and outputs written over them are right', () => {
+    // In a child with --expose-gc: buffers are freed (and kept in the block cache) only when collected.
+    const core = new URL('../dist/index.js', import.meta.url).href;
+    const script = `const t = await import('${core}');
+      const turn = () => new Promise((r) => setImmediate(r));
+      const rng = new t.Rng(9);
+      const x = rng.uniformTensor([64, 512]), w = rng.uniformTensor([512, 9000]);
+      const want = Buffer.from(t.matmul(x, w).data.buffer);
+      let bad = 0;
+      for (let i = 0; i < 6; i++) {
+        const u = new Uint8Array(t.allocateLarge(6 << 20));
+        if (u.some((v) => v !== 0)) bad++;
+        u.fill(0xff);
+        const y = t.matmul(x, w);
+        if (!Buffer.from(y.data.buffer).equals(want)) bad++;
+        y.data.fill(NaN);
+        globalThis.gc();
+        await turn();
+      }
+      console.log(bad);`;
+    for (const cacheMb of ['1024', '0']) {
+      const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], {
+        encoding: 'utf8', env: { ...process.env, DSA_BUFFER_CACHE_MB: cacheMb }, timeout: 60_000,
+      });
+      expect(r.stderr).toBe('');
+      expect(r.stdout.trim()).toBe('0');
     }
   });
 
