@@ -53,7 +53,7 @@ function cacheBytes(d: ModelDims, acts: number[]): number {
  * own cache manager with the same random history, so no call finds the previous call's caches in
  * the last-level cache.
  */
-function measure(run: BenchRun, runners: Runner[], name: string, acts: number[], s1: number, mode: string, minMs: number, dtype: WeightDtype): Row {
+async function measure(run: BenchRun, runners: Runner[], name: string, acts: number[], s1: number, mode: string, minMs: number, dtype: WeightDtype): Promise<Row> {
   const d = DEEPSEEK_V32;
   const llcFactor = run.options.llcFactor as number;
   const perCall = perCallBytes(d, acts, s1, dtype);
@@ -86,6 +86,9 @@ function measure(run: BenchRun, runners: Runner[], name: string, acts: number[],
     const c0 = performance.now();
     layer.forward(inputs[p]!);
     times.push(performance.now() - c0);
+    // Let the event loop turn between calls, as a server's does: outputs the GC has collected go back
+    // to the addons' buffer cache only then (a prefill's output is 134 MB of otherwise fresh memory).
+    await new Promise((resolve) => setImmediate(resolve));
     if (layer.lastTimes) for (const k of mode === 'fused' ? STAGES : CHAIN_STAGES) sums[k] = (sums[k] ?? 0) + (layer.lastTimes[k] ?? 0);
   }
   const st = stats(times);
@@ -179,7 +182,7 @@ export async function runBench(values: CliValues): Promise<number> {
       STAGES.map((s) => (r.stages[s] === undefined ? '-' : fmt(r.stages[s]!, 2)).padStart(10)).join(' '));
   };
   for (const [name, acts, s1] of cases) {
-    const r = measure(run, layers, name, acts, s1, 'fused', options.minMs, dtype);
+    const r = await measure(run, layers, name, acts, s1, 'fused', options.minMs, dtype);
     rows.push(r);
     print(r);
   }
@@ -189,7 +192,7 @@ export async function runBench(values: CliValues): Promise<number> {
   let n = 0;
   for (const ctx of options.contexts) {
     for (const b of [1, 4]) {
-      rows.push(measure(run, layers, `chart b=${b} ${ctx}`, Array(b).fill(ctx), 1, 'fused', options.minMs / 3, dtype));
+      rows.push(await measure(run, layers, `chart b=${b} ${ctx}`, Array(b).fill(ctx), 1, 'fused', options.minMs / 3, dtype));
       cp.update(++n);
     }
   }
@@ -204,7 +207,7 @@ export async function runBench(values: CliValues): Promise<number> {
   const contenders: [string, Runner[]][] = [['fused', layers], ['chain', chainLayers], ['chainNZ', plain]];
   const rounds: Row[][] = contenders.map(() => []);
   for (let round = 0; round < options.rounds; round++) {
-    contenders.forEach(([mode, runners], i) => rounds[i]!.push(measure(run, runners, 'decode b=1 4K', [4096], 1, mode, options.minMs / 3, dtype)));
+    for (const [i, [mode, runners]] of contenders.entries()) rounds[i]!.push(await measure(run, runners, 'decode b=1 4K', [4096], 1, mode, options.minMs / 3, dtype));
   }
   chainLayers.forEach((l) => l.dispose());
   const cmp = rounds.map((rs) => medianRound(rs, 'fused vs chain b=1 4K'));
@@ -225,8 +228,8 @@ export async function runBench(values: CliValues): Promise<number> {
     for (const [name, acts, s1] of cmpCases) {
       const rs: [Row[], Row[]] = [[], []];
       for (let round = 0; round < options.rounds; round++) {
-        rs[0].push(measure(run, bfLayers, name, acts, s1, 'fused', options.minMs / 3, 'bf16'));
-        rs[1].push(measure(run, layers, name, acts, s1, 'fused', options.minMs / 3, 'fp8'));
+        rs[0].push(await measure(run, bfLayers, name, acts, s1, 'fused', options.minMs / 3, 'bf16'));
+        rs[1].push(await measure(run, layers, name, acts, s1, 'fused', options.minMs / 3, 'fp8'));
       }
       const pair = { name, bf16: medianRound(rs[0], `bf16 vs fp8: ${name}`), fp8: medianRound(rs[1], `bf16 vs fp8: ${name}`) };
       dtypeCmp.push(pair);
