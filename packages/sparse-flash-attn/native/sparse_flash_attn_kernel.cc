@@ -107,6 +107,8 @@ int64_t ns_since(Clock::time_point t0) {
 }
 
 // One (row, head group) task. Returns false only when scratch cannot be allocated.
+constexpr int64_t kAhead = 6;  // FP8 rows prefetched this many indices ahead of the gather
+
 bool attend(const Args& a, const Kernels& k, const Plan& pl, float scale, int64_t row, int64_t h0) {
   const Clock::time_point t_start = Clock::now();
   int64_t gather_ns = 0;
@@ -153,6 +155,16 @@ bool attend(const Args& a, const Kernels& k, const Plan& pl, float scale, int64_
       const int64_t slot = static_cast<int64_t>(table[p / a.block_size]) * a.block_size + p % a.block_size;
       bf16_t* dst = keys + nt * ldk;
       if (a.kv_cache8) {
+        // The dequantization is longer than a copy, so fewer rows' loads are in flight: fetch the row
+        // kAhead indices on (indices were validated, so its block table entry can be read).
+        if (pos + kAhead < a.topk) {
+          const int64_t q = idx[pos + kAhead];
+          if (q >= 0) {
+            const uint8_t* r = a.kv_cache8 + (static_cast<int64_t>(table[q / a.block_size]) * a.block_size + q % a.block_size) * row8;
+            for (int64_t o = 0; o < row8; o += 64) __builtin_prefetch(r + o);
+            __builtin_prefetch(r + row8 - 1);
+          }
+        }
         k.dequant(a.kv_cache8 + slot * row8, a.kv_lora, a.rope, dst);
       } else {
         std::memcpy(dst, a.kv_cache + slot * a.kv_lora, static_cast<size_t>(a.kv_lora) * 2);

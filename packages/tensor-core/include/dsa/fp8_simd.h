@@ -100,27 +100,36 @@ inline bool e4m3_vbmi() {
   return v;
 }
 
-// n values (n a multiple of 64) -> bf16, times 2^shift when shift != 0 (a shift from e4m3_pow2_shift:
-// zero and NaN words are left as they are).
-DSA_FP8_VBMI inline void e4m3_to_bf16_vbmi(const uint8_t* src, int64_t n, int shift, bf16_t* dst) {
+// `rows` rows of n values each (n a multiple of 64), row r read at src + r * src_stride and written at
+// dst + r * dst_stride. With `shifts`, value i of row r is also scaled by 2^shifts[r * ceil(n / block)
+// + i / block] (shifts from e4m3_pow2_shift; zero and NaN words are left as they are). One call per
+// run of rows: the tables stay in registers.
+DSA_FP8_VBMI inline void e4m3_rows_to_bf16_vbmi(const uint8_t* src, int64_t src_stride, int64_t rows, int64_t n,
+                                                const int* shifts, int64_t block, bf16_t* dst, int64_t dst_stride) {
   const __m512i lo0 = _mm512_load_si512(kE4m3ByteTables.lo), lo1 = _mm512_load_si512(kE4m3ByteTables.lo + 64);
   const __m512i hi0 = _mm512_load_si512(kE4m3ByteTables.hi), hi1 = _mm512_load_si512(kE4m3ByteTables.hi + 64);
   const __m512i order = _mm512_load_si512(kE4m3UnpackOrder), sign = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m512i add = _mm512_set1_epi16(static_cast<short>(shift * 128));
   const __m512i mag_mask = _mm512_set1_epi16(0x7fff), nan = _mm512_set1_epi16(0x7FC0);
-  for (int64_t i = 0; i < n; i += 64) {
-    // (the maskz form: gcc 12's plain one passes an undefined source that -Wuninitialized flags)
-    const __m512i raw = _mm512_maskz_permutexvar_epi8(~__mmask64(0), order, _mm512_loadu_si512(src + i));
-    const __m512i lo = _mm512_permutex2var_epi8(lo0, raw, lo1);
-    const __m512i hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(hi0, raw, hi1), raw, sign, 0xF8);
-    __m512i w0 = _mm512_unpacklo_epi8(lo, hi), w1 = _mm512_unpackhi_epi8(lo, hi);
-    if (shift != 0) {
-      const __m512i m0 = _mm512_and_si512(w0, mag_mask), m1 = _mm512_and_si512(w1, mag_mask);
-      w0 = _mm512_mask_add_epi16(w0, _mm512_test_epi16_mask(m0, m0) & _mm512_cmpneq_epi16_mask(m0, nan), w0, add);
-      w1 = _mm512_mask_add_epi16(w1, _mm512_test_epi16_mask(m1, m1) & _mm512_cmpneq_epi16_mask(m1, nan), w1, add);
+  const int64_t blocks = shifts ? (n + block - 1) / block : 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* s = src + r * src_stride;
+    bf16_t* d = dst + r * dst_stride;
+    for (int64_t i = 0; i < n; i += 64) {
+      // (the maskz form: gcc 12's plain one passes an undefined source that -Wuninitialized flags)
+      const __m512i raw = _mm512_maskz_permutexvar_epi8(~__mmask64(0), order, _mm512_loadu_si512(s + i));
+      const __m512i lo = _mm512_permutex2var_epi8(lo0, raw, lo1);
+      const __m512i hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(hi0, raw, hi1), raw, sign, 0xF8);
+      __m512i w0 = _mm512_unpacklo_epi8(lo, hi), w1 = _mm512_unpackhi_epi8(lo, hi);
+      const int shift = shifts ? shifts[r * blocks + i / block] : 0;
+      if (shift != 0) {
+        const __m512i add = _mm512_set1_epi16(static_cast<short>(shift * 128));
+        const __m512i m0 = _mm512_and_si512(w0, mag_mask), m1 = _mm512_and_si512(w1, mag_mask);
+        w0 = _mm512_mask_add_epi16(w0, _mm512_test_epi16_mask(m0, m0) & _mm512_cmpneq_epi16_mask(m0, nan), w0, add);
+        w1 = _mm512_mask_add_epi16(w1, _mm512_test_epi16_mask(m1, m1) & _mm512_cmpneq_epi16_mask(m1, nan), w1, add);
+      }
+      _mm512_storeu_si512(d + i, w0);
+      _mm512_storeu_si512(d + i + 32, w1);
     }
-    _mm512_storeu_si512(dst + i, w0);
-    _mm512_storeu_si512(dst + i + 32, w1);
   }
 }
 #endif
@@ -131,7 +140,7 @@ inline void e4m3_to_bf16(const uint8_t* src, int64_t n, bf16_t* dst) {
 #if defined(__AVX512F__)
   if (n >= 64 && e4m3_vbmi()) {
     const int64_t head = n / 64 * 64;
-    e4m3_to_bf16_vbmi(src, head, 0, dst);
+    e4m3_rows_to_bf16_vbmi(src, 0, 1, head, nullptr, head, dst, 0);
     src += head;
     dst += head;
     n -= head;
@@ -155,7 +164,7 @@ inline void e4m3_to_bf16_scaled(const uint8_t* src, int64_t n, float scale, bf16
   int shift = 0;
   if (n >= 64 && e4m3_vbmi() && e4m3_pow2_shift(scale, &shift)) {
     const int64_t head = n / 64 * 64;
-    e4m3_to_bf16_vbmi(src, head, shift, dst);
+    e4m3_rows_to_bf16_vbmi(src, 0, 1, head, &shift, head, dst, 0);
     src += head;
     dst += head;
     n -= head;
