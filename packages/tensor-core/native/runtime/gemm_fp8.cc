@@ -21,10 +21,6 @@ const Fp8Lut& fp8_lut() {
       t.f32[b] = e4m3_to_f32(static_cast<uint8_t>(b));
       t.bf16[b] = f32_to_bf16(t.f32[b]);
     }
-    for (int b = 0; b < 128; ++b) {
-      t.lo[b] = static_cast<uint8_t>(t.bf16[b] & 0xff);
-      t.hi[b] = static_cast<uint8_t>(t.bf16[b] >> 8);
-    }
     return t;
   }();
   return lut;

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "dsa/cpu.h"
+#include "dsa/fp8_simd.h"
 #include "gemm_fp8_kernels.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -40,7 +41,7 @@ struct Tables {
 };
 
 DSA_VBMI inline Tables load_tables() {
-  const Fp8Lut& t = fp8_lut();
+  const E4m3ByteTables& t = kE4m3ByteTables;
   return {_mm512_load_si512(t.lo), _mm512_load_si512(t.lo + 64), _mm512_load_si512(t.hi), _mm512_load_si512(t.hi + 64),
           _mm512_set1_epi8(static_cast<char>(0x80))};
 }

@@ -12,13 +12,11 @@ constexpr int kFp8MaxRows = 4;    // rows of x per GEMV-kernel call
 constexpr int kFp8MaxPanels = 4;  // 16-column panels per GEMV-kernel call
 constexpr int64_t kFp8GroupsPerBlock = 32;  // 4-k groups per 128-k scale block
 
-// e4m3 byte -> value, as fp32 and as bf16 bits (exact: 3 mantissa bits fit in bf16), and the bf16
-// bits of the magnitudes 0..127 split into low and high bytes (the AVX-512 byte tables).
+// e4m3 byte -> value, as fp32 and as bf16 bits (exact: 3 mantissa bits fit in bf16). The AVX-512
+// byte tables are dsa/fp8_simd.h's, shared with the FP8 cache kernels.
 struct Fp8Lut {
   float f32[256];
   bf16_t bf16[256];
-  alignas(64) uint8_t lo[128];
-  alignas(64) uint8_t hi[128];
 };
 const Fp8Lut& fp8_lut();
 
