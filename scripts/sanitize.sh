@@ -26,5 +26,7 @@ if [ "${1:-}" = "--ci" ]; then
   shift
   export DSA_TEST_REPORT=.ci/results/sanitize.json
   set -- --project tensor-core --project fused "$@"
+  : "${DSA_SANITIZE_TIMEOUT_S:=1200}"  # the subset takes about 3 min
 fi
-exec npx vitest run "$@"
+# A deadlock in a native call would otherwise run until CI's limit (see with-timeout.mjs).
+exec node scripts/with-timeout.mjs "${DSA_SANITIZE_TIMEOUT_S:-3600}" npx vitest run "$@"
