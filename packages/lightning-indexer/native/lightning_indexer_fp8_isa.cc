@@ -15,14 +15,7 @@ void score_run_fp8(const void* qpack, int64_t heads, int64_t dim, const uint8_t*
   const int64_t rb = fp8_index_row_bytes(dim);
   for (int64_t j = 0; j < n; j += kKeys) {
     const int64_t m = n - j < kKeys ? n - j : kKeys;
-#if defined(__AVX512F__)
-    if (dim % 64 == 0 && e4m3_vbmi()) {
-      e4m3_rows_to_bf16_vbmi(rows + j * rb, rb, m, dim, nullptr, dim, keys, dim);
-    } else
-#endif
-    {
-      for (int64_t i = 0; i < m; ++i) e4m3_to_bf16(rows + (j + i) * rb, dim, keys + i * dim);
-    }
+    e4m3_rows_to_bf16(rows + j * rb, rb, m, dim, keys, dim);
     score_run(qpack, heads, dim, keys, m, out + j);
     for (int64_t i = 0; i < m; ++i) out[j + i] *= fp8_load_scale(rows + (j + i) * rb + dim);
   }

@@ -106,9 +106,9 @@ int64_t ns_since(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
 }
 
-// One (row, head group) task. Returns false only when scratch cannot be allocated.
 constexpr int64_t kAhead = 6;  // FP8 rows prefetched this many indices ahead of the gather
 
+// One (row, head group) task. Returns false only when scratch cannot be allocated.
 bool attend(const Args& a, const Kernels& k, const Plan& pl, float scale, int64_t row, int64_t h0) {
   const Clock::time_point t_start = Clock::now();
   int64_t gather_ns = 0;
@@ -145,6 +145,7 @@ bool attend(const Args& a, const Kernels& k, const Plan& pl, float scale, int64_
   const int64_t row8 = fp8_kv_row_bytes(a.kv_lora, a.rope);
   const int32_t* idx = a.indices + row * a.topk;
   const int32_t* table = a.block_table + bi * a.max_blocks;
+  auto slot_of = [&](int64_t p) { return static_cast<int64_t>(table[p / a.block_size]) * a.block_size + p % a.block_size; };
   int64_t pos = 0, seen = 0;
   for (;;) {
     const Clock::time_point t_gather = Clock::now();
@@ -152,7 +153,7 @@ bool attend(const Args& a, const Kernels& k, const Plan& pl, float scale, int64_
     for (; pos < a.topk && nt < kTile; ++pos) {
       const int64_t p = idx[pos];
       if (p < 0) continue;
-      const int64_t slot = static_cast<int64_t>(table[p / a.block_size]) * a.block_size + p % a.block_size;
+      const int64_t slot = slot_of(p);
       bf16_t* dst = keys + nt * ldk;
       if (a.kv_cache8) {
         // The dequantization is longer than a copy, so fewer rows' loads are in flight: fetch the row
@@ -160,7 +161,7 @@ bool attend(const Args& a, const Kernels& k, const Plan& pl, float scale, int64_
         if (pos + kAhead < a.topk) {
           const int64_t q = idx[pos + kAhead];
           if (q >= 0) {
-            const uint8_t* r = a.kv_cache8 + (static_cast<int64_t>(table[q / a.block_size]) * a.block_size + q % a.block_size) * row8;
+            const uint8_t* r = a.kv_cache8 + slot_of(q) * row8;
             for (int64_t o = 0; o < row8; o += 64) __builtin_prefetch(r + o);
             __builtin_prefetch(r + row8 - 1);
           }

@@ -157,6 +157,19 @@ inline void e4m3_to_bf16(const uint8_t* src, int64_t n, bf16_t* dst) {
   for (; i < n; ++i) dst[i] = e4m3_to_bf16_bits(src[i]);
 }
 
+// `rows` rows of n values (row r at src + r * src_stride, written at dst + r * dst_stride), exact: one
+// VBMI pass over the run when n is a multiple of 64 and the CPU has VBMI, else row by row.
+inline void e4m3_rows_to_bf16(const uint8_t* src, int64_t src_stride, int64_t rows, int64_t n, bf16_t* dst,
+                              int64_t dst_stride) {
+#if defined(__AVX512F__)
+  if (n % 64 == 0 && e4m3_vbmi()) {
+    e4m3_rows_to_bf16_vbmi(src, src_stride, rows, n, nullptr, n, dst, dst_stride);
+    return;
+  }
+#endif
+  for (int64_t r = 0; r < rows; ++r) e4m3_to_bf16(src + r * src_stride, n, dst + r * dst_stride);
+}
+
 // dst[i] = bf16(e4m3 src[i] * scale) for a power-of-two scale (exact, or Inf on overflow).
 inline void e4m3_to_bf16_scaled(const uint8_t* src, int64_t n, float scale, bf16_t* dst) {
   int64_t i = 0;

@@ -64,11 +64,11 @@ void packed_kernel(const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ps, in
 template <int MR, int NB>
 void packed_kernel_scaled(const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ps, int64_t kp2, const float* scale,
                           int64_t ss, float* c, int64_t ldc) {
-  for (int64_t k0 = 0, kb = 0; k0 < kp2; k0 += 64, ++kb) {
+  for (int64_t k0 = 0, kb = 0; k0 < kp2; k0 += kScaleBlockPairs, ++kb) {
     __m512 acc[MR][NB];
     for (int m = 0; m < MR; ++m)
       for (int n = 0; n < NB; ++n) acc[m][n] = _mm512_setzero_ps();
-    const int64_t k1 = std::min<int64_t>(kp2, k0 + 64);
+    const int64_t k1 = std::min(kp2, k0 + kScaleBlockPairs);
     for (int64_t kk = k0; kk < k1; ++kk) {
       __m512bh bv[NB];
       for (int n = 0; n < NB; ++n) bv[n] = (__m512bh)_mm512_loadu_si512(b + n * ps + kk * 32);
@@ -300,12 +300,11 @@ void gemm_packed_tile_scaled(const bf16_t* a, int64_t lda, int mr, const bf16_t*
   scaled_table[mr - 1][np - 1](a, lda, b, panel_stride, kp2, scale, scale_stride, c, ldc);
 #else
   // Other ISAs: the bf16 tile per 128-k block into a small buffer, then scaled into c.
-  constexpr int64_t kBlockPairs = 64;
   alignas(64) float block[kPackedMaxRows * kPackedMaxPanels * 16];
   const int64_t ldb = np * 16;
   const PackedFn tile = packed_table[mr - 1][np - 1];
-  for (int64_t k0 = 0, kb = 0; k0 < kp2; k0 += kBlockPairs, ++kb) {
-    tile(a + 2 * k0, lda, b + k0 * 32, panel_stride, std::min(kBlockPairs, kp2 - k0), block, ldb, false);
+  for (int64_t k0 = 0, kb = 0; k0 < kp2; k0 += kScaleBlockPairs, ++kb) {
+    tile(a + 2 * k0, lda, b + k0 * 32, panel_stride, std::min(kScaleBlockPairs, kp2 - k0), block, ldb, false);
     for (int m = 0; m < mr; ++m)
       for (int p = 0; p < np; ++p) {
         const float s = scale[p * scale_stride + kb];

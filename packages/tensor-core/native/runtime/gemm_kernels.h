@@ -11,6 +11,7 @@ constexpr int kPackedMaxRows = 8;     // rows of x per packed-kernel call
 constexpr int kPackedMaxPanels = 3;   // 16-column panels per packed-kernel call
 constexpr int kDirectMaxRows = 4;
 constexpr int kDirectMaxPanels = 4;
+constexpr int64_t kScaleBlockPairs = 64;  // k-pairs of one 128-k block scale (gemm_packed_tile_scaled)
 
 // c[mr, np*16] (+)= a[mr, 2*kp2] @ B, B in the packed layout: panel p's k-pair kk is the 32 values at
 // b + p*panel_stride + kk*32. a rows are lda apart and must hold 2*kp2 readable values.
