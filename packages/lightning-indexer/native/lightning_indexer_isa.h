@@ -24,8 +24,10 @@ DSA_DECLARE_ISA_FN(void, score_run,
 
 // score_run over n FP8 key rows (dim e4m3 bytes ‖ fp32 scale, dim <= 128) for a query packed from
 // the quantized query (q8 as bf16, weights times the query scales): the scores times each key's scale.
+// `after` (after_n rows, may be 0) is the run scored next: its first rows are prefetched.
 DSA_DECLARE_ISA_FN(void, score_run_fp8,
-                   (const void* qpack, int64_t heads, int64_t dim, const uint8_t* rows, int64_t n, float* out))
+                   (const void* qpack, int64_t heads, int64_t dim, const uint8_t* rows, int64_t n,
+                    const uint8_t* after, int64_t after_n, float* out))
 
 }  // namespace li
 }  // namespace dsa

@@ -93,12 +93,18 @@ void score_chunk(const Args& a, const void* qpack, int64_t row, int64_t c0, int6
     const auto fn8 = LI_DISPATCH(score_run_fp8);
     const int64_t rb = fp8_index_row_bytes(a.dim);
     const int32_t* table = a.block_table + (row / a.s1) * a.max_blocks;
-    for (int64_t j = c0; j < c1;) {
+    auto run_of = [&](int64_t j, int64_t* n) {  // the block run that starts at key j
       const int64_t blk = j / a.block_size, off = j % a.block_size;
-      const int64_t n = std::min(c1 - j, a.block_size - off);
-      const int64_t slot = static_cast<int64_t>(table[blk]) * a.block_size + off;
-      fn8(qpack, a.heads, a.dim, a.index_k_cache8 + slot * rb, n, dst + (j - c0));
-      j += n;
+      *n = std::min(c1 - j, a.block_size - off);
+      return a.index_k_cache8 + (static_cast<int64_t>(table[blk]) * a.block_size + off) * rb;
+    };
+    int64_t n = 0, next_n = 0;
+    const uint8_t* rows = run_of(c0, &n);
+    for (int64_t j = c0; j < c1; j += n, n = next_n) {
+      const uint8_t* next = j + n < c1 ? run_of(j + n, &next_n) : nullptr;
+      if (!next) next_n = 0;
+      fn8(qpack, a.heads, a.dim, rows, n, next, next_n, dst + (j - c0));
+      rows = next;
     }
     return;
   }

@@ -16,6 +16,9 @@ const cases = [
   { b: 2, s1: 3, heads: 5, dim: 128, blockSize: 7, acts: [40, 19], seed: 81 },
   { b: 1, s1: 1, heads: 64, dim: 128, blockSize: 16, acts: [333], seed: 82 },
   { b: 3, s1: 2, heads: 17, dim: 128, blockSize: 5, acts: [2, 61, 1], seed: 83 },
+  // Runs of many 32-key widening batches and task chunks that start inside a block (the prefetch of
+  // the next batch and of the next run).
+  { b: 2, s1: 1, heads: 9, dim: 128, blockSize: 100, acts: [2500, 777], seed: 90 },
 ];
 
 function scaled(t: Bf16Tensor, f: number): Bf16Tensor {
