@@ -2,6 +2,9 @@
 // are widened to bf16 (exact) in a stack buffer that stays in L1, scored by this ISA's score_run
 // against the packed FP8 query, and multiplied by their power-of-two scales; the keys after them are
 // prefetched meanwhile.
+#include <cfloat>
+#include <cstring>
+
 #include "dsa/fp8_cache.h"
 #include "dsa/fp8_simd.h"
 #include "lightning_indexer_isa.h"
@@ -9,6 +12,76 @@
 namespace dsa {
 namespace li {
 namespace DSA_ISA_NS {
+namespace {
+
+inline uint32_t bits_of(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+inline float float_of(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+// The bf16 bits of e4m3(v) (dsa/fp8.h's f32_to_e4m3, then widened) without branches, so that a loop
+// of it vectorizes: subnormals round on the 2^-9 grid by adding and removing 2^14 (whose ulp that is),
+// normals keep 3 mantissa bits by round-to-nearest-even on the bits, |v| >= 448 saturates, NaN gives
+// the NaN code's bf16 (unsigned).
+inline uint16_t e4m3_round_bf16(float v) {
+  const uint32_t bits = bits_of(v), sign = bits & 0x80000000u, abs = bits & 0x7fffffffu;
+  const uint32_t sub = bits_of((float_of(abs) + 16384.0f) - 16384.0f);
+  const uint32_t normal = (abs + 0x7ffffu + ((abs >> 20) & 1u)) & 0xfff00000u;
+  uint32_t r = abs < 0x3c800000u ? sub : normal;
+  r = abs >= 0x43e00000u ? 0x43e00000u : r;
+  r = abs > 0x7f800000u ? 0x7fc00000u : r | sign;
+  return static_cast<uint16_t>(r >> 16);
+}
+
+}  // namespace
+
+void fp8_query(const bf16_t* q, const bf16_t* w, int64_t heads, int64_t dim, float* t, bf16_t* q8, bf16_t* w8) {
+  // t holds the row transposed, [dim][heads], so every step below is a loop over heads.
+  for (int64_t d = 0; d < dim; ++d)
+    for (int64_t h = 0; h < heads; ++h) t[d * heads + h] = bf16_to_f32(q[h * dim + d]);
+  for (int64_t span = 1; span < dim; span *= 2)  // hadamard_f32's butterflies, in its order per value
+    for (int64_t i = 0; i < dim; i += 2 * span)
+      for (int64_t j = i; j < i + span; ++j) {
+        float* __restrict x = t + j * heads;
+        float* __restrict y = t + (j + span) * heads;
+        for (int64_t h = 0; h < heads; ++h) {
+          const float a = x[h], b = y[h];
+          x[h] = a + b;
+          y[h] = a - b;
+        }
+      }
+  const float norm = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim)));
+  float amax[kMaxHeads];
+  for (int64_t h0 = 0; h0 < heads; h0 += kMaxHeads) {
+    const int64_t nh = heads - h0 < kMaxHeads ? heads - h0 : kMaxHeads;
+    for (int64_t h = 0; h < nh; ++h) amax[h] = 0.0f;
+    for (int64_t d = 0; d < dim; ++d) {
+      float* x = t + d * heads + h0;
+      for (int64_t h = 0; h < nh; ++h) {
+        x[h] = round_bf16(x[h] * norm);
+        const float a = std::fabs(x[h]);
+        amax[h] = a > amax[h] ? a : amax[h];  // NaN never counts
+      }
+    }
+    float scale[kMaxHeads];
+    for (int64_t h = 0; h < nh; ++h) {
+      scale[h] = ue8m0_scale(amax[h] > FLT_MAX ? FLT_MAX : amax[h]);
+      w8[h0 + h] = f32_to_bf16(bf16_to_f32(w[h0 + h]) * scale[h]);
+    }
+    for (int64_t d = 0; d < dim; ++d) {
+      const float* x = t + d * heads + h0;
+      uint16_t r[kMaxHeads];
+      for (int64_t h = 0; h < nh; ++h) r[h] = e4m3_round_bf16(x[h] / scale[h]);
+      for (int64_t h = 0; h < nh; ++h) q8[(h0 + h) * dim + d] = r[h];
+    }
+  }
+}
 
 void score_run_fp8(const void* qpack, int64_t heads, int64_t dim, const uint8_t* rows, int64_t n, const uint8_t* after,
                    int64_t after_n, float* out) {

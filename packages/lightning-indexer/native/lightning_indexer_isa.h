@@ -22,6 +22,13 @@ DSA_DECLARE_ISA_FN(void, pack_query, (const bf16_t* q, const bf16_t* w, int64_t 
 DSA_DECLARE_ISA_FN(void, score_run,
                    (const void* qpack, int64_t heads, int64_t dim, const bf16_t* keys, int64_t n, float* out))
 
+// The FP8 form of one query row for the FP8 key cache: per head, bf16(H · q) quantized as one group
+// (dsa/fp8_cache.h); q8 [heads, dim] gets the e4m3 values as (exact) bf16, w8 [heads] the head weights
+// times the query scales (exact: powers of two). t: heads * dim floats of scratch. dim a power of two.
+constexpr int64_t kMaxHeads = 256;  // heads per pass of fp8_query's per-head arrays
+DSA_DECLARE_ISA_FN(void, fp8_query,
+                   (const bf16_t* q, const bf16_t* w, int64_t heads, int64_t dim, float* t, bf16_t* q8, bf16_t* w8))
+
 // score_run over n FP8 key rows (dim e4m3 bytes ‖ fp32 scale, dim <= 128) for a query packed from
 // the quantized query (q8 as bf16, weights times the query scales): the scores times each key's scale.
 // `after` (after_n rows, may be 0) is the run scored next: its first rows are prefetched.

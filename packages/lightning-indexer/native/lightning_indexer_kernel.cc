@@ -49,6 +49,7 @@ std::atomic<uint64_t> g_call{0};  // tells a thread's cached packed query of ano
 struct Workspace {
   std::vector<uint8_t> qpack;
   std::vector<bf16_t> q8, w8;  // the FP8 query of the packed row (FP8 key cache)
+  std::vector<float> q8_scratch;
   uint64_t call = 0;
   int64_t row = -1;
   std::vector<float> scores;
@@ -69,23 +70,6 @@ struct Task {
 struct RowSpan {
   int64_t row, out, count;
 };
-
-// The FP8 form of one query row: per head bf16(H · q) quantized as one group; q8 holds the e4m3
-// values as (exact) bf16, w8 the head weights times the query scales (exact: powers of two).
-void fp8_query(const Args& a, const bf16_t* q, const bf16_t* w, Workspace& ws) {
-  ws.q8.resize(static_cast<size_t>(a.heads * a.dim));
-  ws.w8.resize(static_cast<size_t>(a.heads));
-  float f[kFp8Block];
-  uint8_t b[kFp8Block];
-  for (int64_t h = 0; h < a.heads; ++h) {
-    for (int64_t d = 0; d < a.dim; ++d) f[d] = bf16_to_f32(q[h * a.dim + d]);
-    hadamard_f32(f, a.dim);
-    for (int64_t d = 0; d < a.dim; ++d) f[d] = round_bf16(f[d]);
-    const float scale = fp8_quantize_group(f, a.dim, b);
-    e4m3_to_bf16(b, a.dim, ws.q8.data() + h * a.dim);
-    ws.w8[h] = f32_to_bf16(bf16_to_f32(w[h]) * scale);
-  }
-}
 
 // Scores of keys [c0, c1) of flat row `row` into dst, block run by block run.
 void score_chunk(const Args& a, const void* qpack, int64_t row, int64_t c0, int64_t c1, float* dst) {
@@ -139,7 +123,10 @@ void chunk_task(const Args& a, Pass& p, const Task& task) {
       const bf16_t* q = a.query + task.row * a.heads * a.dim;
       const bf16_t* w = a.weights + task.row * a.heads;
       if (a.index_k_cache8) {
-        fp8_query(a, q, w, ws);
+        ws.q8.resize(static_cast<size_t>(a.heads * a.dim));
+        ws.w8.resize(static_cast<size_t>(a.heads));
+        ws.q8_scratch.resize(static_cast<size_t>(a.heads * a.dim));
+        LI_DISPATCH(fp8_query)(q, w, a.heads, a.dim, ws.q8_scratch.data(), ws.q8.data(), ws.w8.data());
         q = ws.q8.data();
         w = ws.w8.data();
       }
