@@ -1,6 +1,9 @@
 // A fixed pool of sleeping workers. One parallel call at a time: the job is published under a mutex,
-// workers and the caller pull task numbers from an atomic counter, and the caller waits until every
-// worker has left the job before returning (so `fn` can live on the caller's stack).
+// workers and the caller pull task numbers from an atomic counter. A worker joins the job only while
+// it is open; the caller closes it once every task has been taken and then waits for the workers
+// that joined (so `fn` can live on the caller's stack). A worker that wakes late, after the caller
+// took the last task, stays out: the call never waits on a wake-up (on a VM an idle vCPU can take a
+// millisecond or more to wake).
 #include "dsa/thread_pool.h"
 
 #include <algorithm>
@@ -45,13 +48,15 @@ class Pool {
       fn_ = &fn;
       n_tasks_ = n_tasks;
       next_.store(0);
-      active_ = helpers;
+      active_ = 0;
       wanted_ = helpers;
+      open_ = true;
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     work(0);
     std::unique_lock<std::mutex> lk(m_);
+    open_ = false;  // every task is taken: workers that have not joined yet stay out
     done_cv_.wait(lk, [&] { return active_ == 0; });
     fn_ = nullptr;
     // A task that threw (e.g. std::bad_alloc) must not terminate a worker thread: the first
@@ -81,9 +86,8 @@ class Pool {
     t_inside_task = false;
   }
 
-  // `seen` starts at the generation current when the worker is made: the last job's wanted_ is
-  // still set, and a worker that took that finished job for a new one would leave its count twice
-  // (active_ goes to -1 and the caller's wait never ends).
+  // `seen` starts at the generation current when the worker is made, so that it never takes an
+  // earlier job for a new one.
   void worker_main(int id, uint64_t seen) {
     for (;;) {
       // Spin briefly before sleeping: kernels issue parallel regions back to back, and a condition
@@ -99,6 +103,8 @@ class Pool {
         cv_.wait(lk, [&] { return stop_ || (generation_ != seen && id <= wanted_); });
         if (stop_) return;
         seen = generation_.load();
+        if (!open_) continue;  // woke after the caller took the last task
+        ++active_;
       }
       work(id);
       std::lock_guard<std::mutex> lk(m_);
@@ -130,6 +136,7 @@ class Pool {
   int active_ = 0, wanted_ = 0;
   std::atomic<uint64_t> generation_{0};
   bool stop_ = false;
+  bool open_ = false;  // the current job still takes helpers
   int threads_ = 1;
   std::exception_ptr error_;
 };
