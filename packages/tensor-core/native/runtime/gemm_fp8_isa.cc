@@ -56,6 +56,8 @@ DSA_VBMI inline void convert_group(const Tables& t, const uint8_t* src, __m512i*
   *w1 = _mm512_unpackhi_epi8(lo, hi);
 }
 
+constexpr int64_t kGemvAhead = 16;  // groups (64-byte lines) prefetched ahead in each panel
+
 template <int MR, int NB>
 DSA_VBMI void gemv_kernel(const bf16_t* a, int64_t lda, const uint8_t* w, int64_t ps, const float* sc, int64_t ss,
                           int64_t kb0, int64_t kb1, int64_t groups, float* c, int64_t ldc) {
@@ -72,6 +74,8 @@ DSA_VBMI void gemv_kernel(const bf16_t* a, int64_t lda, const uint8_t* w, int64_
       for (int n = 0; n < NB; ++n) acc[m][n] = acc2[m][n] = _mm512_setzero_ps();
     for (int64_t g = g0; g < g1; ++g) {
       for (int n = 0; n < NB; ++n) {
+        // Each panel is its own stream: fetch a few lines ahead (a prefetch past the end cannot fault).
+        _mm_prefetch(reinterpret_cast<const char*>(w + n * ps + (g + kGemvAhead) * 64), _MM_HINT_T0);
         __m512i w0, w1;
         convert_group(t, w + n * ps + g * 64, &w0, &w1);
         for (int m = 0; m < MR; ++m) {
