@@ -85,24 +85,27 @@ void fp8_query(const bf16_t* q, const bf16_t* w, int64_t heads, int64_t dim, flo
 
 void score_run_fp8(const void* qpack, int64_t heads, int64_t dim, const uint8_t* rows, int64_t n, const uint8_t* after,
                    int64_t after_n, float* out) {
-  constexpr int64_t kKeys = 32;    // 8 KB of bf16 keys at dim 128
-  constexpr int64_t kSubKeys = 8;  // keys scored between two rounds of prefetches
+  constexpr int64_t kKeys = 32;       // 8 KB of bf16 keys at dim 128
+  constexpr int64_t kSubKeys = 8;     // keys scored between two rounds of prefetches
+  constexpr int64_t kAheadKeys = 32;  // prefetch distance, in keys
   bf16_t keys[kKeys * kFp8Block];
   const int64_t rb = fp8_index_row_bytes(dim);
+  // The keys ahead (of this run, then of the next) are fetched a few lines per kSubKeys scored keys:
+  // widening them would otherwise wait for memory with no score work beside it, and a burst of
+  // prefetches would stall on the core's miss buffers. The previous run's call fetched our first ones.
+  const int64_t total = (n + after_n) * rb;
+  int64_t fetched = (n < kAheadKeys ? n : kAheadKeys) * rb;
+  auto fetch_to = [&](int64_t key) {
+    const int64_t end = key * rb < total ? key * rb : total;
+    for (; fetched < end; fetched += 64) __builtin_prefetch(fetched < n * rb ? rows + fetched : after + (fetched - n * rb));
+  };
   for (int64_t j = 0; j < n; j += kKeys) {
     const int64_t m = n - j < kKeys ? n - j : kKeys;
     e4m3_rows_to_bf16(rows + j * rb, rb, m, dim, keys, dim);
-    // The next keys' lines (of this run, else of the next) are fetched a few at a time while these
-    // are scored: widening them would otherwise wait for memory with no score work beside it, and a
-    // burst of prefetches would stall on the core's miss buffers.
-    const bool last = j + m == n;
-    const uint8_t* next = last ? after : rows + (j + m) * rb;
-    const int64_t next_n = last ? after_n : n - j - m;
-    const int64_t next_bytes = (next_n < kKeys ? next_n : kKeys) * rb;
-    const int64_t step = ((next_bytes + m - 1) / m + 63) / 64 * 64 * kSubKeys;
-    for (int64_t t = 0, o = 0; t < m; t += kSubKeys) {
-      for (const int64_t end = o + step < next_bytes ? o + step : next_bytes; o < end; o += 64) __builtin_prefetch(next + o);
-      score_run(qpack, heads, dim, keys + t * dim, m - t < kSubKeys ? m - t : kSubKeys, out + j + t);
+    for (int64_t t = 0; t < m; t += kSubKeys) {
+      const int64_t mt = m - t < kSubKeys ? m - t : kSubKeys;
+      fetch_to(j + t + mt + kAheadKeys);
+      score_run(qpack, heads, dim, keys + t * dim, mt, out + j + t);
     }
     for (int64_t i = 0; i < m; ++i) out[j + i] *= fp8_load_scale(rows + (j + i) * rb + dim);
   }
