@@ -14,6 +14,10 @@ const specs: Record<string, CaseSpec & { softmaxScale?: number }> = {
   'odd widths, MTP': { b: 2, s1: 2, n: 5, kvLora: 37, rope: 6, blockSize: 8, topk: 20, acts: [30, 3] },
   // several head groups and head-vector tails, -1 holes between valid indices, 3 key tiles (128 + 128 + 34)
   'many heads, holes, 3 tiles': { b: 1, s1: 1, n: 40, kvLora: 64, rope: 16, blockSize: 16, topk: 300, acts: [400], holes: true, count: 290 },
+  // Two index splits of 300 positions each at DeepSeek widths, as separate tasks (1 row, 2 threads)
+  // and within one task (1 thread; and 3 rows): the same bits either way.
+  'two splits, DeepSeek widths': { b: 1, s1: 1, n: 20, kvLora: 512, rope: 64, blockSize: 64, topk: 600, acts: [1000], holes: true, count: 580 },
+  'two splits, 3 rows': { b: 3, s1: 1, n: 17, kvLora: 512, rope: 64, blockSize: 64, topk: 512, acts: [700, 200, 513], holes: true },
   // DeepSeek per-head widths, 129 keys (a 1-key tail tile), a 1-key sequence
   'DeepSeek widths': { b: 3, s1: 1, n: 8, kvLora: 512, rope: 64, blockSize: 128, topk: 129, acts: [300, 1, 131] },
   'DeepSeek scale, peaky logits': {

@@ -28,7 +28,8 @@ const specArb = fc
     kvLora: fc.integer({ min: 1, max: 48 }),
     rope: fc.integer({ min: 0, max: 12 }),
     blockSize: fc.integer({ min: 1, max: 16 }),
-    topk: fc.integer({ min: 1, max: 40 }),
+    // topk >= 256 cuts each row's indices into two merged splits (keys in one half only, or both).
+    topk: fc.oneof({ weight: 8, arbitrary: fc.integer({ min: 1, max: 40 }) }, { weight: 2, arbitrary: fc.integer({ min: 256, max: 300 }) }),
     acts: fc.array(fc.integer({ min: 0, max: 70 }), { minLength: 4, maxLength: 4 }),
     sparseMode: fc.constantFrom(0 as const, 3 as const),
     count: fc.oneof(fc.constantFrom('full' as const, 'random' as const), fc.integer({ min: 0, max: 5 })),
