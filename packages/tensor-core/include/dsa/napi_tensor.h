@@ -140,11 +140,11 @@ inline TensorArg get_tensor(Napi::Env env, Napi::Value v, const std::string& nam
   return t;
 }
 
-// A zeroed ArrayBuffer in large_alloc memory (from 2 MiB: 2 MiB-aligned, huge pages advised), freed by
-// V8's finalizer into the block cache. Falls back to an ordinary ArrayBuffer below kCachedMin, and
-// where the memory or external buffers (e.g. a V8 sandbox) are refused.
+// A zeroed ArrayBuffer in large_alloc memory (2 MiB-aligned, huge pages advised), freed by V8's
+// finalizer. Falls back to an ordinary ArrayBuffer where the memory or external buffers (e.g. a
+// V8 sandbox) are refused.
 inline Napi::ArrayBuffer large_array_buffer(Napi::Env env, size_t bytes) {
-  void* p = bytes >= kCachedMin ? large_alloc(bytes) : nullptr;
+  void* p = bytes >= kHugePage ? large_alloc(bytes) : nullptr;
   if (p == nullptr) return Napi::ArrayBuffer::New(env, bytes);
   std::memset(p, 0, bytes);
   napi_value ab;
@@ -239,10 +239,9 @@ inline TensorArg get_weight(Napi::Env env, Napi::Value v, const std::string& nam
 }
 
 // A new tensor object owned by JS: {dtype, shape, data, format: 'ND'}; *out points at its storage.
-// Storage of kCachedMin (64 KiB) or more (or any size with `large`) comes from large_array_buffer:
-// a fresh V8 buffer costs one page fault per 4 KiB when the kernel first writes it (measured on a VM:
-// 170 ms for 50 MB against 7 ms with huge pages; a 128 KB attention output, 0.3 ms a call), where a
-// recycled block is already mapped.
+// Storage of 2 MiB or more (or any size with `large`) comes from large_array_buffer: where transparent
+// huge pages are only given on advice, a V8 buffer of that size costs one page fault per 4 KiB when the
+// kernel first writes it (measured on a VM: 170 ms for 50 MB against 7 ms with huge pages).
 inline Napi::Object new_tensor(Napi::Env env, DType dt, const std::vector<int64_t>& shape, void** out,
                                const char* format = "ND", int64_t elements = -1, bool large = false) {
   int64_t n = 1;
@@ -250,7 +249,7 @@ inline Napi::Object new_tensor(Napi::Env env, DType dt, const std::vector<int64_
   if (elements >= 0) n = elements;
   const size_t esize = dt == DType::BF16 ? 2 : (dt == DType::FP8 || dt == DType::U8) ? 1 : 4;
   const size_t bytes = static_cast<size_t>(n) * esize;
-  Napi::ArrayBuffer ab = large || bytes >= kCachedMin ? large_array_buffer(env, bytes) : Napi::ArrayBuffer::New(env, bytes);
+  Napi::ArrayBuffer ab = large || bytes >= kHugePage ? large_array_buffer(env, bytes) : Napi::ArrayBuffer::New(env, bytes);
   Napi::Value arr;
   if (dt == DType::BF16) arr = Napi::Uint16Array::New(env, n, ab, 0);
   else if (dt == DType::FP8 || dt == DType::U8) arr = Napi::Uint8Array::New(env, n, ab, 0);
