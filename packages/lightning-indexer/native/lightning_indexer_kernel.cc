@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "dsa/fp8_cache.h"
-#include "dsa/fp8_simd.h"
 #include "dsa/thread_pool.h"
 #include "lightning_indexer_isa.h"
 #include "lightning_indexer_topk.h"
