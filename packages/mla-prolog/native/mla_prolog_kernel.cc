@@ -202,12 +202,13 @@ void process_chunk(const Args& a, int64_t t0, int64_t t1, const float* qa, int64
   const int64_t uk_stride = fp8 ? fp8_bytes(uk, a.qk_nope, a.kv_lora)
                             : packed ? packed_elements(a.qk_nope, a.kv_lora) : a.qk_nope * a.kv_lora;
   const int64_t uk_scales = fp8 ? fp8_scales(uk, a.qk_nope, a.kv_lora) : 0;
-  // ND W_UK with more than kDirectRows rows is packed by the task itself, once per head and chunk
-  // (one task per head); the GEMM would otherwise repack it for every 192-row block and column group.
+  // ND W_UK with more than kDirectRows rows is packed by the task itself, once per head and chunk;
+  // the GEMM would otherwise repack it for every 192-row block and column group.
   const int64_t rb = packed ? kHeadRows : tc;
   const int64_t row_blocks = (tc + rb - 1) / rb;
-  parallel_tasks(a.n * row_blocks, [&](int64_t task, int) {
-    const int64_t h = task / row_blocks, r0 = (task % row_blocks) * rb, rows = std::min(rb, tc - r0);
+  // Rope of head h's q rows in row block rb_i, then its absorption into the latent space.
+  const auto absorb_head = [&](int64_t h, int64_t rb_i, bool then_next_head) {
+    const int64_t r0 = rb_i * rb, rows = std::min(rb, tc - r0);
     const bf16_t* qh = q + r0 * ldq + h * dq;
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t t = t0 + r0 + r;
@@ -219,6 +220,7 @@ void process_chunk(const Args& a, int64_t t0, int64_t t1, const float* qa, int64
     if (fp8) {
       w.fp8 = a.w_uk_fp8 + h * uk_stride;
       w.scale = a.w_uk_scale + h * uk_scales;
+      if (then_next_head) w.fp8_next = w.fp8 + uk_stride;
     } else {
       w.data = a.w_uk + h * uk_stride;
     }
@@ -237,6 +239,15 @@ void process_chunk(const Args& a, int64_t t0, int64_t t1, const float* qa, int64
     y.ld = a.n * a.kv_lora;
     y.type = OutType::BF16;
     matmul_serial(qh, ldq, rows, w, y);
+  };
+  // Decode (one row block, rows <= 8): a task takes a run of consecutive heads (about four runs per
+  // thread), so that the FP8 GEMV of one head prefetches the start of the next (a head is 64 KB).
+  const bool runs_of_heads = fp8 && row_blocks == 1 && tc <= kGemvMaxRows;
+  const int64_t span = runs_of_heads ? std::max<int64_t>(1, a.n / (4 * static_cast<int64_t>(num_threads()))) : 1;
+  const int64_t runs = (a.n + span - 1) / span;
+  parallel_tasks(runs * row_blocks, [&](int64_t task, int) {
+    const int64_t h0 = task / row_blocks * span, h1 = std::min(a.n, h0 + span);
+    for (int64_t h = h0; h < h1; ++h) absorb_head(h, task % row_blocks, h + 1 < h1);
   });
 }
 

@@ -1,5 +1,5 @@
 import {
-  checkLatentCaches, checkTensor, checkWeight, DimBinder, DsaError, ErrorCode, numberOption, require_, unravel,
+  checkLatentCaches, checkTensor, checkWeight, DimBinder, DsaError, ErrorCode, numberOption, require_, sharesMemory, unravel,
   type Bf16Tensor, type I32Tensor, type Tensor, type U8Tensor, type Weight,
 } from '@dsa/tensor-core';
 
@@ -172,13 +172,6 @@ export function rmsNormEpsOption(options: unknown): number {
   return numberOption('rmsNormEps', (options as MlaPrologOptions | undefined)?.rmsNormEps, DEFAULT_RMS_NORM_EPS);
 }
 
-function overlaps(a: Tensor, b: Tensor): boolean {
-  const x = a.data;
-  const y = b.data;
-  if (x.buffer !== y.buffer || x.byteLength === 0 || y.byteLength === 0) return false;
-  return x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength;
-}
-
 /**
  * Check `options.out` (each tensor optional) and that nothing the kernel writes (caches, outputs)
  * shares memory with anything else of the call.
@@ -203,7 +196,7 @@ export function checkOutAndAliasing(inputs: Record<string, Tensor>, out: unknown
   const all: [string, Tensor][] = [...written, ...reads];
   for (let i = 0; i < written.length; i++) {
     for (let j = 0; j < all.length; j++) {
-      if (j !== i && overlaps(written[i]![1], all[j]![1])) {
+      if (j !== i && sharesMemory(written[i]![1], all[j]![1])) {
         const wn = written[i]![0];
         throw new DsaError(ErrorCode.ARGUMENT, `${wn}: shares memory with ${all[j]![0]}, expected separate buffers (it is written in place)`, wn);
       }

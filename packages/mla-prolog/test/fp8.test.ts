@@ -66,6 +66,14 @@ describe.each(ISA_LIST)('FP8 weights vs the float64 reference, isa %s', (isa) =>
     const p = prepareMlaProlog(inputs);
     check(inputs, d, (i, out) => p.run(i, { rmsNormEps: 1e-6, out }));
   });
+  // Decode hands each thread runs of consecutive heads (the GEMV prefetches into the next head).
+  it.each([[1, 1], [3, 1]])('37 heads in runs, prepared FP8 weights, b=%i s1=%i', (b, s1) => {
+    setIsa(isa);
+    const d = { ...HEADS, n: 37, b, s1 };
+    const inputs = fp8Inputs(d, 41 + b);
+    const p = prepareMlaProlog(inputs);
+    check(inputs, d, (i, out) => p.run(i, { rmsNormEps: 1e-6, out }));
+  });
 });
 
 describe('FP8 weights: agreement with bf16, mixed forms, errors', () => {

@@ -22,7 +22,18 @@ using namespace dsa::napi;
 
 namespace {
 
-// matmul(x [M,K] bf16, w [K,N] bf16 ND|NZ|PACKED or FP8 NT|ND|PACKED, outDtype 'float32'|'bfloat16') -> y [M,N]
+// The result tensor: info[3] when given (the caller's, checked against dtype and shape; the JS side
+// has ruled out overlap with the inputs), else a new one.
+Napi::Object output(Napi::Env env, const Napi::CallbackInfo& info, DType dtype, const std::vector<int64_t>& shape,
+                    void** data) {
+  if (info.Length() < 4 || info[3].IsUndefined()) return new_tensor(env, dtype, shape, data);
+  TensorArg o = get_tensor(env, info[3], "out", dtype, static_cast<int>(shape.size()));
+  if (o.shape != shape) throw_error(env, Code::Shape, "out: expected shape " + shape_str(shape) + ", got " + shape_str(o.shape));
+  *data = o.ptr<void>();
+  return info[3].As<Napi::Object>();
+}
+
+// matmul(x [M,K] bf16, w [K,N] bf16 ND|NZ|PACKED or FP8 NT|ND|PACKED, outDtype 'float32'|'bfloat16', out?) -> y [M,N]
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorArg x = get_tensor(env, info[0], "x", DType::BF16, 2);
@@ -32,9 +43,9 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   if (x.dim(1) != w.dim(0))
     throw_error(env, Code::Shape, "w: expected shape[0] (K) = " + std::to_string(x.dim(1)) + " as given by x.shape[1], got " +
                                       std::to_string(w.dim(0)));
-  void* yp = nullptr;
   const DType odt = out == "float32" ? DType::F32 : DType::BF16;
-  Napi::Object y = new_tensor(env, odt, {x.dim(0), w.dim(1)}, &yp);
+  void* yp = nullptr;
+  Napi::Object y = output(env, info, odt, {x.dim(0), w.dim(1)}, &yp);
   GemmOut go;
   go.data = yp;
   go.ld = w.dim(1);
@@ -44,7 +55,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return y;
 }
 
-// matmulBatched(x [B,M,K] bf16, w [B,K,N] bf16 ND or FP8 ND|PACKED, outDtype) -> y [B,M,N]: one task per item.
+// matmulBatched(x [B,M,K] bf16, w [B,K,N] bf16 ND or FP8 ND|PACKED, outDtype, out?) -> y [B,M,N].
 Napi::Value MatmulBatched(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorArg x = get_tensor(env, info[0], "x", DType::BF16, 3);
@@ -56,9 +67,9 @@ Napi::Value MatmulBatched(const Napi::CallbackInfo& info) {
     throw_error(env, Code::Shape, "w: expected shape [" + std::to_string(x.dim(0)) + ", " + std::to_string(x.dim(2)) +
                                       ", N] as given by x, got " + shape_str(w.shape));
   const int64_t B = x.dim(0), M = x.dim(1), K = x.dim(2), N = w.dim(2);
-  void* yp = nullptr;
   const DType odt = out == "float32" ? DType::F32 : DType::BF16;
-  Napi::Object y = new_tensor(env, odt, {B, M, N}, &yp);
+  void* yp = nullptr;
+  Napi::Object y = output(env, info, odt, {B, M, N}, &yp);
   const WeightView wv = w.weight();
   const int64_t w_stride = fp8 ? fp8_bytes(wv.format, K, N) : K * N;
   GemmOut go{yp, N, odt == DType::F32 ? OutType::F32 : OutType::BF16, false};

@@ -13,7 +13,7 @@ export { checkWeight, fp8ScaleGrid, isFp8Weight, type Weight, type WeightRule } 
 export { Rng } from './random.js';
 export { readBin, writeBin, readGoldenCase, type GoldenCase, type GoldenManifest, type ManifestEntry } from './io.js';
 export {
-  checkTensor, checkIntRange, DimBinder, require_, unravel, intOption, numberOption, enumOption, storageElements,
+  checkTensor, checkIntRange, DimBinder, sharesMemory, require_, unravel, intOption, numberOption, enumOption, storageElements,
   type TensorRule,
 } from './validate.js';
 export { loadAddon, addonEnvVar, type AddonSpec } from './loader.js';
@@ -21,7 +21,7 @@ export {
   setNumThreads, getNumThreads, setIsa, getIsa, registerAddon, ISAS,
   type Isa, type CpuFeatures, type ConfigurableAddon,
 } from './runtime.js';
-export { matmul, matmulBatched, packWeights, cpuFeatures, activeIsa } from './matmul.js';
+export { matmul, matmulBatched, packWeights, cpuFeatures, activeIsa, type MatmulOptions } from './matmul.js';
 export { measureCeilings, probeBytes, type Ceilings } from './ceilings.js';
 export { describeMachine, lastLevelCacheBytes, machineLine, type MachineInfo, type CacheLevel } from './machine.js';
 export { allocateLarge, largeZeros } from './large.js';

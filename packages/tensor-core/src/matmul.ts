@@ -1,9 +1,9 @@
-import { fromNativeError } from './errors.js';
+import { DsaError, ErrorCode, fromNativeError } from './errors.js';
 import { coreAddon } from './native.js';
 import type { CpuFeatures, Isa } from './runtime.js';
 import type { Fp8Weight } from './fp8.js';
 import type { Bf16Tensor, F32Tensor, Tensor } from './tensor.js';
-import { checkTensor, DimBinder } from './validate.js';
+import { checkTensor, DimBinder, sharesMemory } from './validate.js';
 import { checkWeight, isFp8Weight, type Weight } from './weights.js';
 
 function native<T>(fn: () => T): T {
@@ -14,36 +14,74 @@ function native<T>(fn: () => T): T {
   }
 }
 
+/** Options of matmul and matmulBatched. */
+export interface MatmulOptions {
+  /** Output dtype when no `out` is given: float32 (default) or bfloat16. */
+  outDtype?: 'float32' | 'bfloat16';
+  /**
+   * Write the result into this tensor (float32 or bfloat16, ND, shaped like the result) instead of a
+   * new one: a loop that reuses its output skips the allocation and first-touch page faults of a
+   * fresh buffer, which cost as much as a small GEMV. It must not share memory with x or w.
+   */
+  out?: Tensor;
+}
+
 /**
  * y[M, N] = x[M, K] @ w[K, N] in bf16 with fp32 accumulation, on the shared kernel pool.
  * `w` may be bf16 ND, NZ or PACKED (from packWeights), or a block-scaled FP8 weight (NT, ND, or
  * PACKED from packWeights; converted to bf16 in registers, each block's scale applied in fp32).
- * Output float32 (default) or bfloat16.
+ * Output float32 (default) or bfloat16, or `options.out`.
+ *
+ * @example
+ *   const w = packWeights(weight);                      // once
+ *   const y = matmul(x, w, { outDtype: 'bfloat16' });   // new output
+ *   matmul(x2, w, { out: y });                          // reuse it
  */
 export function matmul(x: Bf16Tensor, w: Weight, options: { outDtype?: 'float32' }): F32Tensor;
 export function matmul(x: Bf16Tensor, w: Weight, options: { outDtype: 'bfloat16' }): Bf16Tensor;
-export function matmul(x: Bf16Tensor, w: Weight): F32Tensor;
-export function matmul(x: Bf16Tensor, w: Weight, options: { outDtype?: 'float32' | 'bfloat16' } = {}): Tensor {
+export function matmul<T extends Tensor>(x: Bf16Tensor, w: Weight, options: { out: T }): T;
+export function matmul(x: Bf16Tensor, w: Weight, options?: MatmulOptions): Tensor;
+export function matmul(x: Bf16Tensor, w: Weight, options: MatmulOptions = {}): Tensor {
   checkTensor('x', x, { dtype: 'bfloat16' });
   checkWeight('w', w);
   const dims = new DimBinder();
   dims.match('x', x, ['M', 'K']);
   dims.match('w', w, ['K', 'N']);
-  const out = options.outDtype ?? 'float32';
-  return native(() => coreAddon().matmul(x, w, out));
+  const out = checkOut(options, dims, ['M', 'N'], x, w);
+  return native(() => coreAddon().matmul(x, w, out?.dtype ?? options.outDtype ?? 'float32', out));
 }
 
 /**
  * `B` independent products y[i] = x[i] @ w[i] with x [B, M, K] and w [B, K, N] (bf16 ND, or FP8 ND or
- * PACKED), e.g. the per-head W_UK absorption; one pool task per item.
+ * PACKED), e.g. the per-head W_UK absorption. Output as matmul's (`out` shaped [B, M, N]).
  */
-export function matmulBatched(x: Bf16Tensor, w: Weight, options: { outDtype?: 'float32' | 'bfloat16' } = {}): Tensor {
+export function matmulBatched(x: Bf16Tensor, w: Weight, options: MatmulOptions = {}): Tensor {
   checkTensor('x', x, { dtype: 'bfloat16' });
   checkWeight('w', w, { rank: 3, fp8Formats: ['ND', 'PACKED'] });
   const dims = new DimBinder();
   dims.match('x', x, ['B', 'M', 'K']);
   dims.match('w', w, ['B', 'K', 'N']);
-  return native(() => coreAddon().matmulBatched(x, w, options.outDtype ?? 'float32'));
+  const out = checkOut(options, dims, ['B', 'M', 'N'], x, w);
+  return native(() => coreAddon().matmulBatched(x, w, out?.dtype ?? options.outDtype ?? 'float32', out));
+}
+
+function checkOut(options: MatmulOptions, dims: DimBinder, shape: string[], x: Tensor, w: Weight): Tensor | undefined {
+  const { out, outDtype } = options;
+  if (outDtype !== undefined && outDtype !== 'float32' && outDtype !== 'bfloat16') {
+    throw new DsaError(ErrorCode.ARGUMENT, `outDtype: expected float32 or bfloat16, got ${String(outDtype)}`, 'outDtype');
+  }
+  if (out === undefined) return undefined;
+  const t = checkTensor('out', out, { dtype: ['float32', 'bfloat16'] });
+  if (outDtype !== undefined && outDtype !== t.dtype) {
+    throw new DsaError(ErrorCode.DTYPE, `out: expected dtype ${outDtype} as outDtype says, got ${t.dtype}`, 'out');
+  }
+  dims.match('out', t, shape);
+  const reads: [string, Tensor][] = [['x', x], ['w', w as unknown as Tensor]];
+  if (isFp8Weight(w)) reads.push(['w.blockScale', w.blockScale]);
+  for (const [name, r] of reads) {
+    if (sharesMemory(t, r)) throw new DsaError(ErrorCode.ARGUMENT, `out: shares memory with ${name}, expected a separate buffer`, 'out');
+  }
+  return t;
 }
 
 /**

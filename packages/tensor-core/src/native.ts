@@ -3,8 +3,8 @@ import type { ConfigurableAddon } from './runtime.js';
 import type { Tensor } from './tensor.js';
 
 export interface CoreAddon extends ConfigurableAddon {
-  matmul(x: Tensor, w: Tensor, outDtype: string): Tensor;
-  matmulBatched(x: Tensor, w: Tensor, outDtype: string): Tensor;
+  matmul(x: Tensor, w: Tensor, outDtype: string, out?: Tensor): Tensor;
+  matmulBatched(x: Tensor, w: Tensor, outDtype: string, out?: Tensor): Tensor;
   packWeights(w: Tensor): Tensor<'bfloat16'>;
   probeRead(bytes: number, threads: number, reps: number): { bytes: number; passes: number[] };
   probeDot(iters: number, threads: number): { seconds: number; flops: number };

@@ -47,6 +47,14 @@ export function checkTensor<D extends Dtype = Dtype>(name: string, value: unknow
   return value as Tensor<D>;
 }
 
+/** True when the two tensors' data share any byte (views of one buffer that overlap). */
+export function sharesMemory(a: Tensor, b: Tensor): boolean {
+  const x = a.data;
+  const y = b.data;
+  if (x.buffer !== y.buffer || x.byteLength === 0 || y.byteLength === 0) return false;
+  return x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength;
+}
+
 /** Storage elements of a tensor in `format` (PACKED pads K to even and N to 16). */
 export function storageElements(shape: readonly number[], format: Format): number {
   if (format === 'PACKED' && shape.length === 2) {

@@ -137,6 +137,42 @@ describe.each(isas)('FP8 weights on the %s path', (isa) => {
       }
     }
   });
+  // The GEMV hands each thread runs of consecutive column groups (and matmulBatched runs of items) and
+  // prefetches into the next one: every group and item must still be computed once, on 1 and 2 threads.
+  it('long runs of column groups and of batch items: poisoned outputs fully written, same bytes on 1 and 2 threads', () => {
+    setIsa(isa);
+    const rng = new Rng(23);
+    for (const [M, K, N] of [[1, 136, 1111], [3, 128, 1600], [8, 64, 1030]] as const) {
+      const w = packWeights(rng.fp8Weight([K, N], 'ND'));
+      const wf = dequantizeFp8Weight(w);
+      const x = rng.uniformTensor([M, K]);
+      const ref = reference(x, wf, N);
+      const got: Float32Array[] = [];
+      for (const threads of [1, 2]) {
+        setNumThreads(threads);
+        const out = { dtype: 'float32' as const, shape: [M, N], data: new Float32Array(M * N).fill(NaN) };
+        expect(matmul(x, w, { out })).toBe(out);
+        expect(worst(out.data, ref, x, wf, N)).toBeLessThan(2e-6);
+        got.push(out.data);
+      }
+      expect(mismatches(got[0]!, got[1]!)).toBe(0);
+    }
+    const [B, M, K, N] = [37, 1, 128, 80];
+    const w = packWeights(rng.fp8Weight([B, K, N], 'ND'));
+    const wf = dequantizeFp8Weight(w);
+    const x = rng.uniformTensor([B, M, K]);
+    for (const threads of [1, 2]) {
+      setNumThreads(threads);
+      const out = { dtype: 'float32' as const, shape: [B, M, N], data: new Float32Array(B * M * N).fill(NaN) };
+      matmulBatched(x, w, { out });
+      for (let b = 0; b < B; b++) {
+        const xb: Bf16Tensor = { dtype: 'bfloat16', shape: [M, K], data: x.data.subarray(b * M * K, (b + 1) * M * K) };
+        const wb = wf.subarray(b * K * N, (b + 1) * K * N);
+        expect(worst(out.data.subarray(b * M * N, (b + 1) * M * N), reference(xb, wb, N), xb, wb, N)).toBeLessThan(2e-6);
+      }
+    }
+    setNumThreads(threads0);
+  });
 });
 
 describe('FP8 weights: agreement, threads, layout and errors', () => {

@@ -146,6 +146,62 @@ describe('matmul threading and errors', () => {
   });
 });
 
+describe('matmul into a given out', () => {
+  it('writes every element of a poisoned out (float32 and bfloat16) and returns it, over many column groups', () => {
+    setIsa('auto');
+    const rng = new Rng(29);
+    for (const [M, K, N] of [[1, 96, 1100], [5, 70, 1030]] as const) {
+      const x = rng.uniformTensor([M, K]);
+      const w = rng.uniformTensor([K, N]);
+      for (const v of [w, packWeights(w)]) {
+        const fresh = matmul(x, v);
+        expect(maxRelErr(fresh.data, reference(x, w), 1)).toBeLessThan(1e-5);
+        const out = { dtype: 'float32' as const, shape: [M, N], data: new Float32Array(M * N).fill(NaN) };
+        expect(matmul(x, v, { out })).toBe(out);
+        expect(out.data).toEqual(fresh.data);
+        const outb = { dtype: 'bfloat16' as const, shape: [M, N], data: new Uint16Array(M * N).fill(0x7fc1) };
+        matmul(x, v, { out: outb });
+        expect(outb.data).toEqual(matmul(x, v, { outDtype: 'bfloat16' }).data);
+      }
+    }
+    const x = rng.uniformTensor([3, 2, 40]);
+    const w = rng.uniformTensor([3, 40, 24]);
+    const out = { dtype: 'bfloat16' as const, shape: [3, 2, 24], data: new Uint16Array(144).fill(0x7fc1) };
+    expect(matmulBatched(x, w, { out })).toBe(out);
+    expect(out.data).toEqual(matmulBatched(x, w, { outDtype: 'bfloat16' }).data);
+  });
+
+  it('rejects a wrong out with DsaError naming it, before writing anything', () => {
+    const rng = new Rng(2);
+    const x = rng.uniformTensor([2, 8]);
+    const w = rng.uniformTensor([8, 4]);
+    const cases: [object, string, RegExp][] = [
+      [{ out: { dtype: 'float32', shape: [2, 5], data: new Float32Array(10) } }, 'DSA_E_SHAPE', /out: .*shape/],
+      [{ out: { dtype: 'int32', shape: [2, 4], data: new Int32Array(8) } }, 'DSA_E_DTYPE', /out: expected dtype float32 or bfloat16, got int32/],
+      [{ out: { dtype: 'float32', shape: [2, 4], data: new Float32Array(8) }, outDtype: 'bfloat16' }, 'DSA_E_DTYPE', /out: expected dtype bfloat16 as outDtype says, got float32/],
+      [{ out: { dtype: 'bfloat16', shape: [2, 4], data: x.data.subarray(0, 8) } }, 'DSA_E_ARGUMENT', /out: shares memory with x/],
+      [{ outDtype: 'float16' }, 'DSA_E_ARGUMENT', /outDtype: expected float32 or bfloat16, got float16/],
+    ];
+    for (const [options, code, message] of cases) {
+      const out = (options as { out?: { data: ArrayLike<number> } }).out;
+      const before = out ? Array.from(out.data) : [];
+      let err: unknown;
+      try {
+        matmul(x, w, options as never);
+      } catch (e) {
+        err = e;
+      }
+      expect(isDsaError(err)).toBe(true);
+      expect((err as { code: string }).code).toBe(code);
+      expect((err as Error).message).toMatch(message);
+      expect(out ? Array.from(out.data) : []).toEqual(before);
+    }
+    const xb = rng.uniformTensor([3, 2, 8]);
+    const wb = rng.uniformTensor([3, 8, 4]);
+    expect(() => matmulBatched(xb, wb, { out: { dtype: 'float32', shape: [3, 4, 2], data: new Float32Array(24) } })).toThrow(/out: /);
+  });
+});
+
 describe('matmulBatched', () => {
   it('equals one matmul per item', () => {
     setIsa('auto');

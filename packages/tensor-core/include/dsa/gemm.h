@@ -33,6 +33,9 @@ struct WeightView {
   WeightFormat format = WeightFormat::ND;
   const uint8_t* fp8 = nullptr;  // FP8 formats: e4m3 bytes
   const float* scale = nullptr;  // FP8 formats: block scales
+  // Fp8Packed, a hint: the bytes of the weight of the same shape that the calling thread multiplies
+  // next (the next head of a batch), prefetched while this one ends; null when none.
+  const uint8_t* fp8_next = nullptr;
 
   bool is_fp8() const { return format >= WeightFormat::Fp8NT; }
   bool present() const { return is_fp8() ? fp8 != nullptr && scale != nullptr : data != nullptr; }
@@ -46,6 +49,10 @@ inline int64_t packed_elements(int64_t K, int64_t N) { return packed_k(K) * pack
 void pack_weights(const WeightView& src, bf16_t* dst);
 // Pack columns [n0, n0 + 16*panels) of src into dst on the calling thread (a slice of a packed weight).
 void pack_panels(const WeightView& src, int64_t panel0, int64_t panels, bf16_t* dst);
+
+// Up to this many rows of x the GEMMs stream the weight once (the GEMV path, bound by reading W);
+// more rows go through packed tiles.
+constexpr int64_t kGemvMaxRows = 8;
 
 constexpr int64_t kFp8ScaleBlock = 128;  // = kFp8Block of dsa/fp8.h: k (and n) extent of one scale block
 inline int64_t fp8_kblocks(int64_t K) { return (K + kFp8ScaleBlock - 1) / kFp8ScaleBlock; }

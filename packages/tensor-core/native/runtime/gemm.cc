@@ -5,6 +5,7 @@
 //   - packed weights: the packed kernel over 16-column panels, K blocked so a B block stays in L2.
 //   - ND/NZ/NT weights with larger M: each task packs its column group once, then as above.
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "dsa/gemm.h"
@@ -76,7 +77,7 @@ void gemm_direct(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, c
   // row: request it whole, in order, first, so the groups find it in L2.
   if (!nz && !run.parallel && K * N * 2 <= kPrefetchBytes)
     for (int64_t i = 0; i < K * N; i += 32) __builtin_prefetch(w.data + i, 0, 2);
-  run_small_m(M, groups, kDirectMaxPanels * 16, full * 16, K, 1, y, run, [&](int64_t g, int64_t k0, int64_t k1, float* tile, int64_t ldt) {
+  run_small_m(M, groups, kDirectMaxPanels * 16, full * 16, K, 1, y, run, [&](int64_t g, int64_t, int64_t k0, int64_t k1, float* tile, int64_t ldt) {
     const int64_t p0 = g * kDirectMaxPanels;
     const int np = static_cast<int>(std::min<int64_t>(kDirectMaxPanels, full - p0));
     // Rows go through in fours; the second pass over the group's weights is served by L2.
@@ -115,8 +116,8 @@ void gemm_packed(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, c
   constexpr int64_t G = kPackedMaxPanels;  // several weight streams at once keep more reads in flight
   const int64_t groups = (panels + G - 1) / G;
 
-  if (prepacked && M <= kPackedMaxRows) {
-    run_small_m(M, groups, G * 16, N, Kp, 2, y, run, [&](int64_t g, int64_t k0, int64_t k1, float* tile, int64_t ldt) {
+  if (prepacked && M <= kGemvMaxRows) {
+    run_small_m(M, groups, G * 16, N, Kp, 2, y, run, [&](int64_t g, int64_t, int64_t k0, int64_t k1, float* tile, int64_t ldt) {
       const int np = static_cast<int>(std::min<int64_t>(G, panels - g * G));
       const int64_t kb0 = k0 / 2, kb1 = k1 / 2;
       for (int64_t kb = kb0; kb < kb1; kb += kKBlockPairs) {
@@ -252,19 +253,26 @@ bool matmul_serial(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w,
 bool matmul_batched(int64_t batch, const bf16_t* x, int64_t ldx, int64_t x_stride, int64_t M, const WeightView& w,
                     int64_t w_stride, const GemmOut& y, int64_t y_stride) {
   if (batch < 0) return false;
-  bool ok = true;
+  std::atomic<bool> ok{true};
   const size_t esize = y.type == OutType::F32 ? 4 : 2;
-  parallel_tasks(batch, [&](int64_t i, int) {
-    WeightView wi = w;
-    if (w.is_fp8()) {
-      wi.fp8 = w.fp8 + i * w_stride;
-      wi.scale = w.scale + i * fp8_scales(w.format, w.K, w.N);
-    } else {
-      wi.data = w.data + i * w_stride;
+  // Runs of consecutive items per task (about four per thread), so that an item's kernel can
+  // prefetch the start of the next one.
+  const int64_t span = std::max<int64_t>(1, batch / (4 * static_cast<int64_t>(num_threads())));
+  parallel_tasks((batch + span - 1) / span, [&](int64_t task, int) {
+    const int64_t i1 = std::min(batch, (task + 1) * span);
+    for (int64_t i = task * span; i < i1; ++i) {
+      WeightView wi = w;
+      if (w.is_fp8()) {
+        wi.fp8 = w.fp8 + i * w_stride;
+        wi.scale = w.scale + i * fp8_scales(w.format, w.K, w.N);
+        wi.fp8_next = i + 1 < i1 ? wi.fp8 + w_stride : nullptr;
+      } else {
+        wi.data = w.data + i * w_stride;
+      }
+      GemmOut yi = y;
+      yi.data = static_cast<char*>(y.data) + i * y_stride * esize;
+      if (!matmul_impl(x + i * x_stride, ldx, M, wi, yi, false)) ok = false;
     }
-    GemmOut yi = y;
-    yi.data = static_cast<char*>(y.data) + i * y_stride * esize;
-    if (!matmul_impl(x + i * x_stride, ldx, M, wi, yi, false)) ok = false;
   });
   return ok;
 }

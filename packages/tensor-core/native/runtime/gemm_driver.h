@@ -28,8 +28,10 @@ void store_tile(const float* tile, int64_t ldt, int64_t rows, int64_t cols, cons
 
 // Small M is bound by reading W. Work = column groups x K chunks; K is split only when there are
 // too few groups to keep the threads busy, in a way that depends on the shape alone (so results do
-// not change with the thread count), and the chunks are summed in a fixed order.
-// compute(g, k0, k1, tile, ldt) writes the fp32 product of x[:, k0:k1] and group g into tile.
+// not change with the thread count), and the chunks are summed in a fixed order. A task takes a run
+// of consecutive groups, so a kernel knows what its thread reads next and can prefetch it.
+// compute(g, next, k0, k1, tile, ldt) writes the fp32 product of x[:, k0:k1] and group g into tile;
+// next is the group the same thread computes after g (same k range), or -1.
 template <class Compute>
 void run_small_m(int64_t M, int64_t groups, int64_t group_cols, int64_t cols, int64_t K, int64_t k_align,
                  const GemmOut& y, const Runner& run, Compute compute) {
@@ -37,22 +39,28 @@ void run_small_m(int64_t M, int64_t groups, int64_t group_cols, int64_t cols, in
   int64_t ksplit = 1;
   if (groups > 0 && groups < kWantTasks && K >= 1024) ksplit = std::min((kWantTasks + groups - 1) / groups, K / 512);
   const int64_t kchunk = ((K + ksplit - 1) / ksplit + k_align - 1) / k_align * k_align;
+  // About four runs per thread: long enough that prefetching into the next group pays, short
+  // enough to even out a thread that falls behind.
+  const int64_t span = run.parallel ? std::max<int64_t>(1, groups / (4 * static_cast<int64_t>(num_threads()))) : groups;
+  const int64_t runs = groups > 0 ? (groups + span - 1) / span : 0;
   std::vector<float> partial(ksplit > 1 ? static_cast<size_t>(ksplit * M * cols) : 0);
-  run(groups * ksplit, [&](int64_t t, int) {
-    const int64_t g = t % groups, s = t / groups;
+  run(runs * ksplit, [&](int64_t t, int) {
+    const int64_t s = t / runs, g0 = (t % runs) * span, g1 = std::min(groups, g0 + span);
     const int64_t k0 = std::min(K, s * kchunk), k1 = std::min(K, k0 + kchunk);
-    const int64_t c0 = g * group_cols, nc = std::min(group_cols, cols - c0);
-    float tile[kPackedMaxRows * 64];
-    const int64_t ldt = 64;
-    if (k1 > k0) {
-      compute(g, k0, k1, tile, ldt);
-    } else {
-      std::fill(tile, tile + M * ldt, 0.0f);
-    }
-    if (ksplit == 1) {
-      store_tile(tile, ldt, M, nc, y, 0, c0);
-    } else {
-      for (int64_t m = 0; m < M; ++m) std::copy(tile + m * ldt, tile + m * ldt + nc, partial.data() + (s * M + m) * cols + c0);
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t c0 = g * group_cols, nc = std::min(group_cols, cols - c0);
+      float tile[kPackedMaxRows * 64];
+      const int64_t ldt = 64;
+      if (k1 > k0) {
+        compute(g, g + 1 < g1 ? g + 1 : -1, k0, k1, tile, ldt);
+      } else {
+        std::fill(tile, tile + M * ldt, 0.0f);
+      }
+      if (ksplit == 1) {
+        store_tile(tile, ldt, M, nc, y, 0, c0);
+      } else {
+        for (int64_t m = 0; m < M; ++m) std::copy(tile + m * ldt, tile + m * ldt + nc, partial.data() + (s * M + m) * cols + c0);
+      }
     }
   });
   if (ksplit > 1) {

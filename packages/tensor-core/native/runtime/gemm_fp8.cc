@@ -83,15 +83,23 @@ void gemv(const bf16_t* a, int64_t lda, int64_t M, const WeightView& w, const Ge
   const int64_t ps = fp8_packed_k(K) * 16;
   auto tile_fn = DSA_DISPATCH(fp8_gemv_tile);
   detail::run_small_m(M, col_groups, kFp8MaxPanels * 16, N, K, kFp8ScaleBlock, y, run,
-                      [&](int64_t g, int64_t k0, int64_t k1, float* tile, int64_t ldt) {
+                      [&](int64_t g, int64_t next_g, int64_t k0, int64_t k1, float* tile, int64_t ldt) {
                         const int64_t p0 = g * kFp8MaxPanels;
                         const int np = static_cast<int>(std::min<int64_t>(kFp8MaxPanels, panels - p0));
                         const Panels src = fp8_panels(w, p0, np);
                         const int64_t kb0 = k0 / kFp8ScaleBlock, kb1 = (k1 + kFp8ScaleBlock - 1) / kFp8ScaleBlock;
+                        // What this thread reads after the tile: the next group of its run, else the
+                        // caller's next weight after the last group (prepacked weights only).
+                        const uint8_t* next = nullptr;
+                        if (w.format == WeightFormat::Fp8Packed) {
+                          if (next_g >= 0) next = w.fp8 + next_g * kFp8MaxPanels * ps;
+                          else if (g == col_groups - 1 && k0 == 0) next = w.fp8_next;
+                        }
                         for (int64_t r = 0; r < M; r += kFp8MaxRows) {
                           const int mr = static_cast<int>(std::min<int64_t>(kFp8MaxRows, M - r));
+                          // Rows past the first four read the tile again (from cache).
                           tile_fn(a + r * lda, lda, mr, src.bytes, ps, src.scale, kblocks, np, kb0, kb1, groups,
-                                  tile + r * ldt, ldt);
+                                  r + mr >= M ? next : src.bytes, tile + r * ldt, ldt);
                         }
                       });
 }
@@ -207,7 +215,7 @@ void gemm_fp8(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, cons
   std::vector<bf16_t> xpad;
   int64_t lda = 0;
   const bf16_t* a = padded_x(x, ldx, M, w.K, xpad, &lda);
-  if (M <= kPackedMaxRows) {
+  if (M <= kGemvMaxRows) {
     gemv(a, lda, M, w, y, run);
   } else {
     gemm(a, lda, M, w, y, run);

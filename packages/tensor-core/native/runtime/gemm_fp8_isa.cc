@@ -60,8 +60,16 @@ constexpr int64_t kGemvAhead = 16;  // groups (64-byte lines) prefetched ahead i
 
 template <int MR, int NB>
 DSA_VBMI void gemv_kernel(const bf16_t* a, int64_t lda, const uint8_t* w, int64_t ps, const float* sc, int64_t ss,
-                          int64_t kb0, int64_t kb1, int64_t groups, float* c, int64_t ldc) {
+                          int64_t kb0, int64_t kb1, int64_t groups, const uint8_t* next, float* c, int64_t ldc) {
   const Tables t = load_tables();
+  // Each panel is its own stream, fetched kGemvAhead lines ahead; near its end the stream goes on
+  // into the same panel of the next tile (a short panel is otherwise read cold, one miss after another).
+  const int64_t gs = kb0 * kFp8GroupsPerBlock, ge = std::min(groups, kb1 * kFp8GroupsPerBlock);
+  const auto ahead = [&](int n, int64_t g) -> const uint8_t* {
+    const int64_t l = g + kGemvAhead;
+    if (l < ge) return w + n * ps + l * 64;
+    return next != nullptr ? next + n * ps + (l - ge + gs) * 64 : nullptr;
+  };
   // Few accumulators: a second set for the odd k-pair hides the vdpbf16ps latency (GEMV case).
   constexpr bool kTwo = MR * NB <= 4;
   __m512 tot[MR][NB];
@@ -74,8 +82,7 @@ DSA_VBMI void gemv_kernel(const bf16_t* a, int64_t lda, const uint8_t* w, int64_
       for (int n = 0; n < NB; ++n) acc[m][n] = acc2[m][n] = _mm512_setzero_ps();
     for (int64_t g = g0; g < g1; ++g) {
       for (int n = 0; n < NB; ++n) {
-        // Each panel is its own stream: fetch a few lines ahead (a prefetch past the end cannot fault).
-        _mm_prefetch(reinterpret_cast<const char*>(w + n * ps + (g + kGemvAhead) * 64), _MM_HINT_T0);
+        if (const uint8_t* p = ahead(n, g)) _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
         __m512i w0, w1;
         convert_group(t, w + n * ps + g * 64, &w0, &w1);
         for (int m = 0; m < MR; ++m) {
@@ -117,7 +124,7 @@ DSA_VBMI void panel_to_bf16_vbmi(const uint8_t* src, int64_t groups, const int* 
 }
 
 using GemvFn = void (*)(const bf16_t*, int64_t, const uint8_t*, int64_t, const float*, int64_t, int64_t, int64_t,
-                        int64_t, float*, int64_t);
+                        int64_t, const uint8_t*, float*, int64_t);
 template <int MR>
 constexpr GemvFn gemv_row[kFp8MaxPanels] = {gemv_kernel<MR, 1>, gemv_kernel<MR, 2>, gemv_kernel<MR, 3>,
                                             gemv_kernel<MR, 4>};
@@ -226,21 +233,23 @@ void panel_to_bf16_scalar(const uint8_t* src, int64_t groups, const int* exp2, b
 }  // namespace
 
 void fp8_gemv_tile(const bf16_t* a, int64_t lda, int mr, const uint8_t* w, int64_t panel_stride, const float* scale,
-                   int64_t scale_stride, int np, int64_t kb0, int64_t kb1, int64_t groups, float* c, int64_t ldc) {
+                   int64_t scale_stride, int np, int64_t kb0, int64_t kb1, int64_t groups, const uint8_t* next, float* c,
+                   int64_t ldc) {
 #if defined(__AVX512F__)
   if (!cpu_features().avx512vbmi) {
-    avx2::fp8_gemv_tile(a, lda, mr, w, panel_stride, scale, scale_stride, np, kb0, kb1, groups, c, ldc);
+    avx2::fp8_gemv_tile(a, lda, mr, w, panel_stride, scale, scale_stride, np, kb0, kb1, groups, next, c, ldc);
     return;
   }
   // Keep rows x panels within the register file: wider calls go through in two halves of panels.
   if (mr > 2 && np > 2) {
-    gemv_table[mr - 1][1](a, lda, w, panel_stride, scale, scale_stride, kb0, kb1, groups, c, ldc);
+    gemv_table[mr - 1][1](a, lda, w, panel_stride, scale, scale_stride, kb0, kb1, groups, w + 2 * panel_stride, c, ldc);
     gemv_table[mr - 1][np - 3](a, lda, w + 2 * panel_stride, panel_stride, scale + 2 * scale_stride, scale_stride, kb0,
-                               kb1, groups, c + 32, ldc);
+                               kb1, groups, next, c + 32, ldc);
     return;
   }
-  gemv_table[mr - 1][np - 1](a, lda, w, panel_stride, scale, scale_stride, kb0, kb1, groups, c, ldc);
+  gemv_table[mr - 1][np - 1](a, lda, w, panel_stride, scale, scale_stride, kb0, kb1, groups, next, c, ldc);
 #elif defined(__AVX2__)
+  (void)next;  // one panel at a time, in address order: the hardware prefetcher follows it
   for (int n = 0; n < np; ++n) {
     const uint8_t* wp = w + n * panel_stride;
     const float* sp = scale + n * scale_stride;
@@ -250,6 +259,7 @@ void fp8_gemv_tile(const bf16_t* a, int64_t lda, int mr, const uint8_t* w, int64
     }
   }
 #else
+  (void)next;
   gemv_scalar(a, lda, mr, w, panel_stride, scale, scale_stride, np, kb0, kb1, groups, c, ldc);
 #endif
 }

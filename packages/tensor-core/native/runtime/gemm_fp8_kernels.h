@@ -23,10 +23,13 @@ const Fp8Lut& fp8_lut();
 // c[mr, np*16] = a[mr, :] @ W over the scale blocks [kb0, kb1): panel p's group g is the 64 bytes at
 // w + p*panel_stride + g*64 and its block kb's scale is scale[p*scale_stride + kb]; `groups` is the
 // panel's group count (Kp/4), which ends the last block. a rows are lda apart with 4*groups readable
-// values (zero padded past K). mr <= kFp8MaxRows, np <= kFp8MaxPanels.
+// values (zero padded past K). mr <= kFp8MaxRows, np <= kFp8MaxPanels. `next`, when not null, is
+// the tile (same panel stride and k range) that this thread reads next: its first lines are
+// prefetched while this tile ends.
 DSA_DECLARE_ISA_FN(void, fp8_gemv_tile,
                    (const bf16_t* a, int64_t lda, int mr, const uint8_t* w, int64_t panel_stride, const float* scale,
-                    int64_t scale_stride, int np, int64_t kb0, int64_t kb1, int64_t groups, float* c, int64_t ldc))
+                    int64_t scale_stride, int np, int64_t kb0, int64_t kb1, int64_t groups, const uint8_t* next,
+                    float* c, int64_t ldc))
 
 // One Fp8Packed panel (`groups` groups) -> the bf16 Packed layout (2*groups k-pair lines of 32 values).
 // exp2 == nullptr: the e4m3 values as they are; otherwise block kb's values times 2^exp2[kb] (exact:

@@ -2,12 +2,14 @@
 #pragma once
 #include <cstdint>
 #include "dsa/bf16.h"
+#include "dsa/gemm.h"
 #include "dsa/isa.h"
 
 namespace dsa {
 
 // Tile limits the driver respects.
 constexpr int kPackedMaxRows = 8;     // rows of x per packed-kernel call
+static_assert(kGemvMaxRows <= kPackedMaxRows, "a GEMV tile holds every row of x");
 constexpr int kPackedMaxPanels = 3;   // 16-column panels per packed-kernel call
 constexpr int kDirectMaxRows = 4;
 constexpr int kDirectMaxPanels = 4;
