@@ -1,8 +1,10 @@
 // Benchmark of the shared bf16 GEMM at DeepSeek-V3.2 weight shapes (a benchmark, not a test).
 // Each case rotates over enough weight copies that together they are DSA_BENCH_LLC_FACTOR (2; quick
 // 1.25) times the measured last-level cache; medians with min/max against ceilings from this run.
+// Each case writes into one output made by its first call (the `out` option), as the operator writes
+// into its scratch: the page faults of a fresh output buffer are not part of the kernel's time.
 //   node bench/matmul.bench.mjs [--quick]      (JSON: <workspace>/bench-results/matmul.json)
-// To add a case: call measure({kind, shape, M, layout, bound, bytes, flops, x, call: (x, i) => ...})
+// To add a case: call measure({kind, shape, M, layout, bound, bytes, flops, x, call: (x, i, out) => ...})
 // while its rotated weights are alive (they are dropped after each group to bound memory).
 import { BenchRun, msStats, pct, rotationCount, stats, timeCalls } from '../dist/bench.js';
 import { matmul, matmulBatched, packWeights, Rng, setNumThreads, toNZ } from '../dist/index.js';
@@ -36,7 +38,8 @@ const copiesOf = (w, bytes, label) => {
 // Weight-bound (M <= 8: 'read') and compute-bound ('dot') cases; x is small and stays cached.
 const measured = [];
 function measure(c) {
-  const times = timeCalls((i) => c.call(c.x, i), { minSeconds: options.minSeconds, minReps: 5, maxReps: 2000 });
+  const out = c.call(c.x, 0, undefined);
+  const times = timeCalls((i) => c.call(c.x, i, out), { minSeconds: options.minSeconds, minReps: 5, maxReps: 2000 });
   process.stdout.write('.');
   // Keep the case's description only: its call closes over the rotated weights, which must be freed.
   const { call, x, ...described } = c;
@@ -54,7 +57,7 @@ for (const [K, N] of GEMV_SHAPES) {
     const ws = Array.from({ length: n }, () => (layout === 'NZ' ? { ...nz, data: nz.data.slice() } : packWeights(w)));
     for (const M of options.gemvM) {
       measure({ kind: 'gemv', shape: `[${K},${N}]`, M, layout, bound: 'read', bytes: bytes + M * K * 2 + M * N * 4, flops: 2 * M * K * N,
-        x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length]) });
+        x: rng.uniformTensor([M, K]), call: (x, i, out) => matmul(x, ws[i % ws.length], { out }) });
     }
     await settle();
   }
@@ -66,7 +69,7 @@ for (const [K, N] of GEMV_SHAPES) {
   const ws = copiesOf(rng.uniformTensor([heads, 128, 512], -0.1, 0.1), bytes, 'W_UK 128x[128,512] ND');
   for (const M of options.gemvM) {
     measure({ kind: 'gemv', shape: '128x[128,512] W_UK', M, layout: 'ND', bound: 'read', bytes, flops: 2 * M * 128 * 512 * heads,
-      x: rng.uniformTensor([heads, M, 128]), call: (x, i) => matmulBatched(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
+      x: rng.uniformTensor([heads, M, 128]), call: (x, i, out) => matmulBatched(x, ws[i % ws.length], { out, outDtype: 'bfloat16' }) });
   }
 }
 await settle();
@@ -80,7 +83,7 @@ for (const [K, N] of GEMV_SHAPES) {
   const ws = Array.from({ length: n }, (_, i) => (i === 0 ? w : packWeights(rng.fp8Weight([K, N], 'NT'))));
   for (const M of options.gemvM) {
     measure({ kind: 'gemv', shape: `[${K},${N}]`, M, layout: 'FP8', bound: 'read', bytes: bytes + M * K * 2 + M * N * 4, flops: 2 * M * K * N,
-      x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length]) });
+      x: rng.uniformTensor([M, K]), call: (x, i, out) => matmul(x, ws[i % ws.length], { out }) });
   }
   await settle();
 }
@@ -91,7 +94,7 @@ for (const [K, N] of GEMV_SHAPES) {
   const ws = copiesOf(w, bytes, 'W_UK 128x[128,512] FP8 PACKED');
   for (const M of options.gemvM) {
     measure({ kind: 'gemv', shape: '128x[128,512] W_UK', M, layout: 'FP8', bound: 'read', bytes, flops: 2 * M * 128 * 512 * heads,
-      x: rng.uniformTensor([heads, M, 128]), call: (x, i) => matmulBatched(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
+      x: rng.uniformTensor([heads, M, 128]), call: (x, i, out) => matmulBatched(x, ws[i % ws.length], { out, outDtype: 'bfloat16' }) });
   }
 }
 await settle();
@@ -103,7 +106,7 @@ for (const [K, N] of [[7168, 1536], [1536, 24576]]) {
     const ws = copiesOf(w, bytes, `[${K},${N}] FP8 PACKED (GEMM${pow2 ? ', pow2 scales' : ''})`);
     for (const M of options.gemmM) {
       measure({ kind: 'gemm', shape: `[${K},${N}]`, M, layout: pow2 ? 'FP8p2' : 'FP8', bound: 'dot', bytes: bytes + M * K * 2 + M * N * 2,
-        flops: 2 * M * K * N, x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
+        flops: 2 * M * K * N, x: rng.uniformTensor([M, K]), call: (x, i, out) => matmul(x, ws[i % ws.length], { out, outDtype: 'bfloat16' }) });
     }
     await settle();
   }
@@ -116,7 +119,7 @@ for (const [K, N] of [[7168, 1536], [1536, 24576]]) {
   for (const M of options.gemmM) {
     for (const [layout, ws] of [['PACKED', packed], ['NZ', nz]]) {
       measure({ kind: 'gemm', shape: `[${K},${N}]`, M, layout, bound: 'dot', bytes: bytes + M * K * 2 + M * N * 2, flops: 2 * M * K * N,
-        x: rng.uniformTensor([M, K]), call: (x, i) => matmul(x, ws[i % ws.length], { outDtype: 'bfloat16' }) });
+        x: rng.uniformTensor([M, K]), call: (x, i, out) => matmul(x, ws[i % ws.length], { out, outDtype: 'bfloat16' }) });
     }
   }
   await settle();
