@@ -1,5 +1,5 @@
 import {
-  abortedError, assertCachesIdle, DimBinder, DsaError, ErrorCode, fromNativeError, packWeights, withCaches, type Bf16Tensor, type Tensor,
+  abortedError, assertCachesIdle, DimBinder, DsaError, ErrorCode, fromNativeError, isFp8Weight, packWeights, withCaches, type Bf16Tensor, type Tensor,
 } from '@dsa/tensor-core';
 import { runChain, runChainAsync, type OperatorResult, type StageTimes } from './chain.js';
 import { checkStep, checkWeights, resolveOptions, WEIGHT_KEYS, type LayerWeights, type OperatorDims, type ResolvedOptions, type StepInputs } from './inputs.js';
@@ -112,6 +112,8 @@ export class DsaLayer {
       // Only the weights: a full inputs object given as weights must not bring caches into the chain's calls.
       const w = Object.fromEntries(WEIGHT_KEYS.map((k) => [k, this.weights![k]])) as unknown as LayerWeights;
       for (const k of PACKABLE) if (w[k].format !== 'PACKED') w[k] = packWeights(w[k]);
+      // An FP8 W_UK is packed too (all heads at once); a bf16 one is read as it is (ND).
+      if (isFp8Weight(w.wUk) && w.wUk.format !== 'PACKED') w.wUk = packWeights(w.wUk);
       this.packed = w;
     }
     return this.packed;

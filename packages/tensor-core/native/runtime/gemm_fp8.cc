@@ -190,6 +190,14 @@ void pack_fp8_panels(const WeightView& src, int64_t panel0, int64_t panels, uint
           o[8] = row[2];
           o[9] = row[3];
         }
+    } else if (src.format == WeightFormat::Fp8ND && n0 + 16 <= N && 4 * groups == K) {
+      // Whole panel of a row-major weight (e.g. a W_UK head): 16 consecutive columns of 4 rows per group.
+      for (int64_t g = 0; g < groups; ++g)
+        for (int kk = 0; kk < 4; ++kk) {
+          const uint8_t* row = src.fp8 + (4 * g + kk) * N + n0;
+          uint8_t* o = d + g * 64 + (kk >> 1) * 8 + (kk & 1);
+          for (int c = 0; c < 16; ++c) o[(c >> 2) * 16 + (c & 3) * 2] = row[c];
+        }
     } else {
       for (int64_t g = 0; g < groups; ++g)
         for (int pos = 0; pos < 64; ++pos) {
