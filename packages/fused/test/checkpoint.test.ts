@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { bf16ToF32, checkWeight, dequantizeFp8Weight, f32ToBf16, Rng, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import { bf16ToF32, checkWeight, dequantizeFp8Weight, f32ToBf16, Rng, type Bf16Tensor, type I32Tensor, type Weight } from '@dsa/tensor-core';
 import { optionsFor, parseConfig, ropeAmplitude, ropeFrequencies } from '../src/checkpoint-config.js';
 import { openCheckpoint, sparseAttention, type Checkpoint } from '../src/index.js';
 import { attend, indexerScore, modelSoftmaxScale, modelToken, yarnFrequencies, type ModelSettings, type TokenState } from './checkpoint-model.js';
@@ -128,7 +128,8 @@ async function endToEnd(ckpt: Checkpoint, d: TinyDims, exact: ExactWeights, laye
 }
 
 /** Stored [rows, cols] exact values → the operator's [cols, rows] as bf16(f32(value)). */
-function expectTransposedBf16(t: Bf16Tensor, e: { shape: number[]; values: Float64Array }): void {
+function expectTransposedBf16(t: Weight, e: { shape: number[]; values: Float64Array }): void {
+  if (t.dtype !== 'bfloat16') return expect.fail(`expected a bf16 weight, got ${t.dtype}`);
   const [rows, cols] = e.shape as [number, number];
   expect(t.shape).toEqual([cols, rows]);
   expect(t.format).toBe('ND');

@@ -3,11 +3,14 @@
 // the layer's prepared form, and FP8 against the same weights dequantized to bf16.
 import { dequantizeFp8Weight, f32ArrayToBf16, packWeights, Rng, type Bf16Tensor, type Fp8Weight } from '@dsa/tensor-core';
 import { describe, expect, it } from 'vitest';
-import { DsaLayer, sparseAttention, type SparseAttentionInputs, type SparseAttentionOptions } from '../src/index.js';
-import { checkAgainstReference, expectClose, randomProblem, withFreshCaches, type ProblemConfig } from './helpers.js';
+import { DsaLayer, sparseAttention, type SparseAttentionOptions } from '../src/index.js';
+import { checkAgainstReference, expectClose, randomProblem, withFreshCaches, type Bf16CacheInputs, type ProblemConfig } from './helpers.js';
+
+/** fp8Problem's inputs: the six checkpoint-FP8 weights FP8, the caches bf16. */
+type Fp8Problem = Bf16CacheInputs & Record<'wDq' | 'wUqQr' | 'wUk' | 'wDkvKr' | 'wIdxQb' | 'wIdxK', Fp8Weight>;
 
 /** randomProblem with the six checkpoint-FP8 weights as FP8 (NT; wUk ND), of about the same ranges. */
-function fp8Problem(seed: number, c: ProblemConfig, pow2 = false): SparseAttentionInputs {
+function fp8Problem(seed: number, c: ProblemConfig, pow2 = false): Fp8Problem {
   const i = randomProblem(seed, c);
   const rng = new Rng(seed + 77);
   const w = (t: { shape: readonly number[] }, range: number, format: 'NT' | 'ND' = 'NT'): Fp8Weight =>
@@ -44,7 +47,7 @@ describe('FP8 weights through the operator', () => {
     const inputs = fp8Problem(950, configs[1]![1]);
     const opts: SparseAttentionOptions = { topk: 12 };
     const one = sparseAttention(withFreshCaches(inputs), opts);
-    const packed = { ...inputs, wDq: packWeights(inputs.wDq as Fp8Weight), wUk: packWeights(inputs.wUk as Fp8Weight) };
+    const packed = { ...inputs, wDq: packWeights(inputs.wDq), wUk: packWeights(inputs.wUk) };
     for (const weights of [inputs, packed]) {
       for (const mode of ['fused', 'chain'] as const) {
         const layer = new DsaLayer(weights, { ...opts, mode });
@@ -57,9 +60,9 @@ describe('FP8 weights through the operator', () => {
 
   it('FP8 and the bf16-dequantized weights agree to the bf16 rounding', () => {
     const inputs = fp8Problem(960, configs[0]![1]);
-    const bf: SparseAttentionInputs = {
-      ...inputs, wDq: bf16Of(inputs.wDq as Fp8Weight), wUqQr: bf16Of(inputs.wUqQr as Fp8Weight), wUk: bf16Of(inputs.wUk as Fp8Weight),
-      wDkvKr: bf16Of(inputs.wDkvKr as Fp8Weight), wIdxQb: bf16Of(inputs.wIdxQb as Fp8Weight), wIdxK: bf16Of(inputs.wIdxK as Fp8Weight),
+    const bf: Bf16CacheInputs = {
+      ...inputs, wDq: bf16Of(inputs.wDq), wUqQr: bf16Of(inputs.wUqQr), wUk: bf16Of(inputs.wUk),
+      wDkvKr: bf16Of(inputs.wDkvKr), wIdxQb: bf16Of(inputs.wIdxQb), wIdxK: bf16Of(inputs.wIdxK),
     };
     const a = sparseAttention(withFreshCaches(inputs), { topk: 12, returnIndices: true });
     const b = sparseAttention(withFreshCaches(bf), { topk: 12, returnIndices: true });
@@ -70,11 +73,11 @@ describe('FP8 weights through the operator', () => {
   it('rejects an inconsistent FP8 weight with a DsaError before touching a cache', () => {
     const inputs = fp8Problem(970, configs[0]![1]);
     const run = withFreshCaches(inputs);
-    const w = inputs.wUqQr as Fp8Weight;
+    const w = inputs.wUqQr;
     for (const mode of ['fused', 'chain'] as const) {
       expect(() => sparseAttention({ ...run, wUqQr: { ...w, blockScale: { ...w.blockScale, data: new Float32Array(1), shape: [1] } } }, { mode }))
         .toThrow(expect.objectContaining({ code: 'DSA_E_SHAPE', message: expect.stringMatching(/^wUqQr\.blockScale: /) }));
-      expect(() => sparseAttention({ ...run, wUk: { ...(inputs.wUk as Fp8Weight), format: 'NT' } }, { mode }))
+      expect(() => sparseAttention({ ...run, wUk: { ...inputs.wUk, format: 'NT' } }, { mode }))
         .toThrow(expect.objectContaining({ code: 'DSA_E_FORMAT' }));
     }
     expect(run.kvCache.data).toEqual(inputs.kvCache.data);

@@ -9,7 +9,10 @@ import {
   type SparseAttentionInputs, type SparseAttentionOptions,
 } from '../src/index.js';
 import { sparseAttentionReference } from '../src/reference.js';
-import { checkAgainstReference, expectCacheRows, expectClose, randomProblem, sameBytes, topkMismatches, withFreshCaches } from './helpers.js';
+import {
+  bf16Cache, bf16Caches, checkAgainstReference, expectCacheRows, expectClose, randomProblem, sameBytes, topkMismatches, withFreshCaches,
+  type Bf16CacheInputs,
+} from './helpers.js';
 
 const GOLDEN = join(import.meta.dirname, '../../../../shared/golden');
 const CASES = ['tiny', 'mtp-empty-row', 'prefill', 'model-heads', 'skip-slot'];
@@ -18,7 +21,7 @@ afterAll(() => setIsa('auto'));
 describe('golden cases (independent implementation)', () => {
   it.each(CASES)('%s: fused and chain match the golden outputs', (name) => {
     const c = readGoldenCase(join(GOLDEN, name));
-    const inputs = c.inputs as unknown as SparseAttentionInputs;
+    const inputs = c.inputs as unknown as Bf16CacheInputs;
     const options = c.options as SparseAttentionOptions;
     for (const mode of ['fused', 'chain'] as const) {
       const run = withFreshCaches(inputs);
@@ -34,9 +37,9 @@ describe('golden cases (independent implementation)', () => {
   // The float64 reference is the yardstick of the other tests: it agrees with the golden too.
   it.each(CASES)('%s: the float64 reference matches the golden outputs', (name) => {
     const c = readGoldenCase(join(GOLDEN, name));
-    const inputs = c.inputs as unknown as SparseAttentionInputs;
+    const inputs = c.inputs as unknown as Bf16CacheInputs;
     const ref = sparseAttentionReference(inputs, c.options as SparseAttentionOptions);
-    for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) expectCacheRows(`${name} reference ${k}`, ref[k], inputs[k], c.outputs[k] as Bf16Tensor, inputs.cacheIndex);
+    for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) expectCacheRows(`${name} reference ${k}`, bf16Cache(`${name} reference ${k}`, ref[k]), inputs[k], c.outputs[k] as Bf16Tensor, inputs.cacheIndex);
     for (const k of ['qNorm', 'qNope', 'qRope', 'query', 'weights'] as const) expectClose(ref[k], c.outputs[k] as Bf16Tensor, `${name} reference ${k}`);
     expect(topkMismatches(ref.indices, c.outputs.indices as I32Tensor, c.outputs.scores!.data as Float32Array, c.outputs.scores!.shape[2]!)).toBe(0);
     expectClose(ref.out, c.outputs.out as Bf16Tensor, `${name} reference out`);
@@ -46,7 +49,7 @@ describe('golden cases (independent implementation)', () => {
   // so those rows check sparseMode 0 against the golden too (every row of tiny, where s1 = 1).
   it.each(CASES)('%s: sparseMode 0 gives the golden result on the last row of each sequence', (name) => {
     const c = readGoldenCase(join(GOLDEN, name));
-    const inputs = c.inputs as unknown as SparseAttentionInputs;
+    const inputs = c.inputs as unknown as Bf16CacheInputs;
     const options = { ...(c.options as SparseAttentionOptions), sparseMode: 0 as const };
     const [b, s1, n, kv] = c.outputs.out!.shape as [number, number, number, number];
     const topk = options.topk!;
@@ -74,7 +77,7 @@ describe('golden cases (independent implementation)', () => {
 
   it('mtp-empty-row: the row with no keys gets all −1 indices and an all-zero output', () => {
     const c = readGoldenCase(join(GOLDEN, 'mtp-empty-row'));
-    const inputs = withFreshCaches(c.inputs as unknown as SparseAttentionInputs);
+    const inputs = withFreshCaches(c.inputs as unknown as Bf16CacheInputs);
     const r = sparseAttention(inputs, { ...(c.options as SparseAttentionOptions), returnIndices: true });
     const [b, s1, topk] = r.indices!.shape as [number, number, number];
     const n = r.out.shape[2]!, kv = r.out.shape[3]!;
@@ -347,21 +350,23 @@ describe('multi-step decode with the cache manager', () => {
     const base = randomProblem(77, { b: 1, s1: 1, acts: [1], ...dims });
     const cache = new PagedCacheManager({ numBlocks: 12, blockSize: 4, kvLora: 32, rope: 8, indexDim: 16, maxBlocksPerSeq: 6 });
     const layer = new DsaLayer(base, { topk: 6 });
+    const pool = bf16Caches('cache manager', cache); // the default cache dtype is bf16
     const seqs = [cache.admit(), cache.admit()];
-    let refKv = clone(cache.kvCache), refKr = clone(cache.krCache), refIk = clone(cache.indexKCache);
+    let refKv = clone(pool.kvCache), refKr = clone(pool.krCache), refIk = clone(pool.indexKCache);
     for (const [step, s1] of [[0, 5], [1, 1], [2, 1], [3, 1], [4, 2]] as const) {
       const plan = cache.plan(seqs, s1);
       const tokens = randomProblem(900 + step, { b: 2, s1, acts: [s1, s1], ...dims });
-      const stepInputs = { x: tokens.x, sin: tokens.sin, cos: tokens.cos, ...plan, kvCache: cache.kvCache, krCache: cache.krCache, indexKCache: cache.indexKCache };
+      const stepInputs = { x: tokens.x, sin: tokens.sin, cos: tokens.cos, ...plan, kvCache: pool.kvCache, krCache: pool.krCache, indexKCache: pool.indexKCache };
       const r = layer.forward(stepInputs, { returnIndices: true });
       const ref = sparseAttentionReference({ ...base, ...stepInputs, kvCache: refKv, krCache: refKr, indexKCache: refIk }, { topk: 6 });
       expect(topkMismatches(r.indices!, ref.indices, ref.scores, Math.max(...plan.actSeqs.data))).toBe(0);
       const same = sparseAttentionReference({ ...base, ...stepInputs, kvCache: refKv, krCache: refKr, indexKCache: refIk }, { topk: 6 }, r.indices);
       expectClose(r.out, same.out, `step ${step} out`);
-      expectClose(cache.kvCache, ref.kvCache, `step ${step} kvCache`);
-      refKv = ref.kvCache;
-      refKr = ref.krCache;
-      refIk = ref.indexKCache;
+      const refCaches = bf16Caches(`step ${step} reference`, ref);
+      expectClose(pool.kvCache, refCaches.kvCache, `step ${step} kvCache`);
+      refKv = refCaches.kvCache;
+      refKr = refCaches.krCache;
+      refIk = refCaches.indexKCache;
     }
     expect(cache.length(seqs[0]!)).toBe(10);
     cache.free(seqs[0]!);

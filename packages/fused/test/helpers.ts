@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import { bf16ArrayToF32, clone, compareBf16, relativeL2, Rng, toFloat32, toNZ, type Bf16Tensor, type I32Tensor } from '@dsa/tensor-core';
+import { bf16ArrayToF32, clone, compareBf16, relativeL2, Rng, toFloat32, toNZ, type Bf16Tensor, type I32Tensor, type U8Tensor } from '@dsa/tensor-core';
 import { sparseAttention, type SparseAttentionInputs, type SparseAttentionOptions } from '../src/index.js';
 import { sparseAttentionReference } from '../src/reference.js';
 
@@ -9,8 +9,36 @@ export interface ProblemConfig {
   extraBlocks?: number;
 }
 
+/** The three caches in bf16 (the FP8 forms are uint8, and have no krCache). */
+export interface Bf16Caches {
+  kvCache: Bf16Tensor;
+  krCache: Bf16Tensor;
+  indexKCache: Bf16Tensor;
+}
+
+/** Inputs with the bf16 caches. */
+export type Bf16CacheInputs = SparseAttentionInputs & Bf16Caches;
+
+/** What randomProblem builds: bf16 weights and bf16 caches. */
+export type Bf16Problem = Bf16CacheInputs & Record<'wDq' | 'wUqQr' | 'wUk' | 'wDkvKr' | 'wIdxQb' | 'wIdxK' | 'wIdxProj', Bf16Tensor>;
+
+/** A cache the test knows is bf16 (e.g. a reference result's for bf16 inputs); fails the test otherwise. */
+export function bf16Cache(what: string, t: Bf16Tensor | U8Tensor | undefined): Bf16Tensor {
+  if (t === undefined || t.dtype !== 'bfloat16') return expect.fail(`${what}: expected a bf16 cache, got ${t === undefined ? 'none' : t.dtype}`);
+  return t;
+}
+
+/** The three caches of inputs, a result or a cache pool the test knows are bf16; fails the test otherwise. */
+export function bf16Caches(what: string, c: { kvCache: Bf16Tensor | U8Tensor; krCache?: Bf16Tensor | undefined; indexKCache: Bf16Tensor | U8Tensor }): Bf16Caches {
+  return {
+    kvCache: bf16Cache(`${what} kvCache`, c.kvCache),
+    krCache: bf16Cache(`${what} krCache`, c.krCache),
+    indexKCache: bf16Cache(`${what} indexKCache`, c.indexKCache),
+  };
+}
+
 /** A random, consistent set of the operator's 20 inputs (caches hold random history). */
-export function randomProblem(seed: number, c: ProblemConfig): SparseAttentionInputs {
+export function randomProblem(seed: number, c: ProblemConfig): Bf16Problem {
   const rng = new Rng(seed);
   const h = c.h ?? 64, qLora = c.qLora ?? 32, n = c.n ?? 4, qkNope = c.qkNope ?? 16, kvLora = c.kvLora ?? 32;
   const rope = c.rope ?? 8, ih = c.idxHeads ?? 4, id = c.idxDim ?? 16, bs = c.blockSize ?? 8;
@@ -64,7 +92,7 @@ export function randomProblem(seed: number, c: ProblemConfig): SparseAttentionIn
 }
 
 /** The same inputs with private copies of the three caches. */
-export function withFreshCaches(i: SparseAttentionInputs): SparseAttentionInputs {
+export function withFreshCaches<I extends Bf16CacheInputs>(i: I): I {
   return { ...i, kvCache: clone(i.kvCache), krCache: clone(i.krCache), indexKCache: clone(i.indexKCache) };
 }
 
@@ -152,13 +180,13 @@ export function maxAct(i: SparseAttentionInputs): number {
 }
 
 /** Check one call against the float64 reference: caches, indices (as sets) and out over the same set. */
-export function checkAgainstReference(inputs: SparseAttentionInputs, options: SparseAttentionOptions, mode: 'fused' | 'chain', minClose = 0.97): { out: Bf16Tensor; indices: I32Tensor; closeCount: number } {
+export function checkAgainstReference(inputs: Bf16CacheInputs, options: SparseAttentionOptions, mode: 'fused' | 'chain', minClose = 0.97): { out: Bf16Tensor; indices: I32Tensor; closeCount: number } {
   const before = withFreshCaches(inputs);
   const run = withFreshCaches(inputs);
   const r = sparseAttention(run, { ...options, mode, returnIndices: true });
   const ref = sparseAttentionReference(before, options);
   // The caches first: the indices and the output are computed from them.
-  for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) expectCacheRows(`${mode} ${k}`, run[k], before[k], ref[k], inputs.cacheIndex);
+  for (const k of ['kvCache', 'krCache', 'indexKCache'] as const) expectCacheRows(`${mode} ${k}`, run[k], before[k], bf16Cache(`reference ${k}`, ref[k]), inputs.cacheIndex);
   expect(topkMismatches(r.indices!, ref.indices, ref.scores, maxAct(inputs))).toBe(0);
   const refSame = sparseAttentionReference(withFreshCaches(inputs), options, r.indices);
   const closeCount = expectClose(r.out, refSame.out, `${mode} out`, minClose);

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { clone, isDsaError, Rng, type Tensor } from '@dsa/tensor-core';
 import { presets, sparseAttention, sparseAttentionAsync, type SparseAttentionInputs, type SparseAttentionOptions } from '../src/index.js';
-import { changedRows, checkAgainstReference, randomProblem, sameBytes, withFreshCaches, type ProblemConfig } from './helpers.js';
+import { changedRows, checkAgainstReference, randomProblem, sameBytes, withFreshCaches, type Bf16CacheInputs, type ProblemConfig } from './helpers.js';
 
 const configArb = fc
   .record({
@@ -59,7 +59,7 @@ describe('property: valid configurations', () => {
   });
 });
 
-type Mutation = (i: SparseAttentionInputs, r: Rng) => [SparseAttentionInputs, SparseAttentionOptions];
+type Mutation = (i: Bf16CacheInputs, r: Rng) => [SparseAttentionInputs, SparseAttentionOptions];
 const TENSORS: (keyof SparseAttentionInputs)[] = [
   'x', 'wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache',
   'blockTable', 'actSeqs', 'wIdxQb', 'wIdxK', 'wIdxProj', 'inGammaK', 'inBetaK', 'indexKCache',
@@ -157,7 +157,7 @@ describe('property: invalid inputs', () => {
         const t = clone(inputs[k as 'x'] as Tensor<'bfloat16'>);
         const bits = Number.isNaN(v) ? 0x7fc0 : v > 0 ? 0x7f80 : 0xff80;
         for (let j = 0; j < t.data.length; j += 7) t.data[j] = bits;
-        const bad = { ...inputs, [k]: t } as SparseAttentionInputs;
+        const bad: Bf16CacheInputs = { ...inputs, [k]: t };
         const before = withFreshCaches(bad);
         const r = sparseAttention(bad, { topk: 8, sparseMode });
         expect(r.out.shape).toEqual([c.b, c.s1, c.n, c.kvLora]);

@@ -2,8 +2,8 @@
 import { cpuFeatures, isDsaError, matmul, packWeights, Rng, setIsa, toNZ, type Bf16Tensor, type Isa } from '@dsa/tensor-core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tokenChunks } from '../src/cancel.js';
-import { indexerProlog, indexerPrologAsync, prepareIndexerProlog, type IndexerPrologInputs, type IndexerPrologResult } from '../src/index.js';
-import { type Dims, makeCase, withFormat } from './helpers.js';
+import { indexerProlog, indexerPrologAsync, prepareIndexerProlog, type IndexerPrologResult } from '../src/index.js';
+import { type Bf16CacheInputs, type Dims, makeCase, withFormat } from './helpers.js';
 
 const ISAS: Isa[] = (['scalar', 'avx2', 'avx512'] as Isa[]).filter((i) => {
   const f = cpuFeatures();
@@ -12,10 +12,10 @@ const ISAS: Isa[] = (['scalar', 'avx2', 'avx512'] as Isa[]).filter((i) => {
 
 const sameBytes = (a: ArrayBufferView, b: ArrayBufferView): boolean =>
   Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
-const fresh = (i: IndexerPrologInputs): IndexerPrologInputs => ({ ...i, indexKCache: { ...i.indexKCache, data: i.indexKCache.data.slice() } });
+const fresh = (i: Bf16CacheInputs): Bf16CacheInputs => ({ ...i, indexKCache: { ...i.indexKCache, data: i.indexKCache.data.slice() } });
 const sameResult = (a: IndexerPrologResult, b: IndexerPrologResult): boolean =>
   sameBytes(a.query.data, b.query.data) && sameBytes(a.weights.data, b.weights.data) && a.query.shape.join() === b.query.shape.join();
-const sameCache = (a: IndexerPrologInputs, b: IndexerPrologInputs): boolean => sameBytes(a.indexKCache.data, b.indexKCache.data);
+const sameCache = (a: Bf16CacheInputs, b: Bf16CacheInputs): boolean => sameBytes(a.indexKCache.data, b.indexKCache.data);
 
 async function rejection(p: Promise<unknown>): Promise<{ code?: string; message?: string; argument?: string }> {
   try {

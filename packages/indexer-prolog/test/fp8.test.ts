@@ -5,7 +5,7 @@ import { compareBf16, cpuFeatures, dequantizeFp8Weight, f32ArrayToBf16, type Fp8
 import { afterAll, describe, expect, it } from 'vitest';
 import { indexerProlog, prepareIndexerProlog, type IndexerPrologInputs, type IndexerRope } from '../src/index.js';
 import { indexerPrologReference } from '../src/reference.js';
-import { type Dims, expectBf16Close, expectCache, makeCase, poisoned } from './helpers.js';
+import { bf16Cache, type Bf16CacheInputs, type Dims, expectBf16Close, expectCache, makeCase, poisoned } from './helpers.js';
 
 const SHAPES: Record<string, Dims> = {
   // Partial 128-blocks in K and N, K not a multiple of 4.
@@ -18,7 +18,7 @@ const features = cpuFeatures();
 const ISAS_HERE: Isa[] = ['scalar', ...(features.avx2 && features.fma ? (['avx2'] as const) : []), ...(features.best === 'avx512' ? (['avx512'] as const) : [])];
 afterAll(() => setIsa('auto'));
 
-function fp8Case(d: Dims, seed: number): IndexerPrologInputs {
+function fp8Case(d: Dims, seed: number): Bf16CacheInputs & { wIdxQb: Fp8Weight; wIdxK: Fp8Weight } {
   const base = makeCase(d, seed);
   const rng = new Rng(seed + 500);
   return {
@@ -28,13 +28,13 @@ function fp8Case(d: Dims, seed: number): IndexerPrologInputs {
   };
 }
 
-function check(inputs: IndexerPrologInputs, d: Dims, mode: IndexerRope, run: (i: IndexerPrologInputs) => { query: Bf16Tensor; weights: Bf16Tensor }): void {
+function check(inputs: Bf16CacheInputs, d: Dims, mode: IndexerRope, run: (i: IndexerPrologInputs) => { query: Bf16Tensor; weights: Bf16Tensor }): void {
   const ref = indexerPrologReference(inputs, { indexerRope: mode });
   const p = poisoned(inputs);
   const out = run(p);
   expectBf16Close(out.query.data, ref.query.data, 'query');
   expectBf16Close(out.weights.data, ref.weights.data, 'weights');
-  expectCache(p.indexKCache.data, ref.indexKCache.data, inputs.indexKCache.data, inputs.cacheIndex.data, d.di, 'indexKCache');
+  expectCache(p.indexKCache.data, bf16Cache('reference indexKCache', ref.indexKCache).data, inputs.indexKCache.data, inputs.cacheIndex.data, d.di, 'indexKCache');
 }
 
 let seed = 300;
@@ -60,7 +60,7 @@ describe('FP8 weights: agreement with bf16 and errors', () => {
       const f = fp8Case(d, seed++);
       const bf = (w: Fp8Weight): Bf16Tensor => ({ dtype: 'bfloat16', shape: [...w.shape], data: f32ArrayToBf16(dequantizeFp8Weight(w)), format: 'ND' });
       const a = indexerProlog(poisoned(f));
-      const b = indexerProlog(poisoned({ ...f, wIdxQb: bf(f.wIdxQb as Fp8Weight), wIdxK: bf(f.wIdxK as Fp8Weight) }));
+      const b = indexerProlog(poisoned({ ...f, wIdxQb: bf(f.wIdxQb), wIdxK: bf(f.wIdxK) }));
       for (const [name, x, y] of [['query', a.query, b.query], ['weights', a.weights, b.weights]] as const) {
         const c = compareBf16(bf16ArrayToF32(x.data), bf16ArrayToF32(y.data));
         expect(c.relL2, name).toBeLessThanOrEqual(1e-2);
@@ -73,10 +73,10 @@ describe('FP8 weights: agreement with bf16 and errors', () => {
     const d = SHAPES.odd!;
     const f = fp8Case(d, 9);
     const before = f.indexKCache.data.slice();
-    const w = f.wIdxK as Fp8Weight;
+    const w = f.wIdxK;
     expect(() => indexerProlog({ ...f, wIdxK: { ...w, blockScale: { ...w.blockScale, shape: [1, 1], data: new Float32Array(1) } } }))
       .toThrow(expect.objectContaining({ code: 'DSA_E_SHAPE', message: expect.stringMatching(/^wIdxK\.blockScale: expected shape \[1, 2\]/) }));
-    expect(() => indexerProlog({ ...f, wIdxQb: { ...(f.wIdxQb as Fp8Weight), format: 'NZ' as 'NT' } }))
+    expect(() => indexerProlog({ ...f, wIdxQb: { ...f.wIdxQb, format: 'NZ' as 'NT' } }))
       .toThrow(expect.objectContaining({ code: 'DSA_E_FORMAT' }));
     expect(f.indexKCache.data).toEqual(before);
   });

@@ -5,7 +5,7 @@ import { type Bf16Tensor, type I32Tensor, readGoldenCase } from '@dsa/tensor-cor
 import { describe, expect, it } from 'vitest';
 import { indexerProlog, type IndexerPrologOptions, prepareIndexerProlog } from '../src/index.js';
 import { indexerPrologReference } from '../src/reference.js';
-import { expectBf16Close, expectCache, poisoned } from './helpers.js';
+import { bf16Cache, expectBf16Close, expectCache, poisoned } from './helpers.js';
 
 const GOLDEN = join(import.meta.dirname, '../../../../shared/golden');
 const CASES = ['tiny', 'mtp-empty-row', 'prefill', 'model-heads', 'skip-slot'];
@@ -42,7 +42,7 @@ describe('golden cases', () => {
     const ref = indexerPrologReference(inputs, options);
     expectBf16Close(ref.query.data, (c.outputs.query as Bf16Tensor).data, `${name} reference query`);
     expectBf16Close(ref.weights.data, (c.outputs.weights as Bf16Tensor).data, `${name} reference weights`);
-    expectCache(ref.indexKCache.data, (c.outputs.indexKCache as Bf16Tensor).data, inputs.indexKCache.data, inputs.cacheIndex.data,
+    expectCache(bf16Cache('reference indexKCache', ref.indexKCache).data, (c.outputs.indexKCache as Bf16Tensor).data, inputs.indexKCache.data, inputs.cacheIndex.data,
       inputs.wIdxK.shape[1]!, `${name} reference indexKCache`);
   });
 

@@ -1,5 +1,5 @@
 // Shared test helpers: seeded random cases, weight formats, poisoned caches and the comparison rule.
-import { bf16ArrayToF32, type Bf16Tensor, compareBf16, type I32Tensor, packWeights, Rng, toNZ } from '@dsa/tensor-core';
+import { bf16ArrayToF32, type Bf16Tensor, compareBf16, type I32Tensor, packWeights, Rng, toNZ, type U8Tensor } from '@dsa/tensor-core';
 import { expect } from 'vitest';
 import type { IndexerPrologInputs } from '../src/index.js';
 
@@ -20,8 +20,20 @@ export const POISON = 0x7fc0;
 
 export type WeightFormat = 'ND' | 'NZ' | 'PACKED';
 
+/** Inputs with the bf16 key cache (the FP8 cache is uint8). */
+export type Bf16CacheInputs = IndexerPrologInputs & { indexKCache: Bf16Tensor };
+
+/** What makeCase builds: bf16 weights and the bf16 key cache. */
+export type Bf16Case = Bf16CacheInputs & { wIdxQb: Bf16Tensor; wIdxK: Bf16Tensor; wIdxProj: Bf16Tensor };
+
+/** A cache the test knows is bf16 (a reference result's indexKCache for a bf16 cache); fails the test otherwise. */
+export function bf16Cache(name: string, t: Bf16Tensor | U8Tensor): Bf16Tensor {
+  if (t.dtype !== 'bfloat16') return expect.fail(`${name}: expected a bf16 cache, got ${t.dtype}`);
+  return t;
+}
+
 /** A random case; slots are distinct, scattered over the cache, with one negative when T > 2. */
-export function makeCase(d: Dims, seed: number): IndexerPrologInputs {
+export function makeCase(d: Dims, seed: number): Bf16Case {
   const rng = new Rng(seed);
   const T = d.b * d.s1;
   const rows = d.blocks * d.blockSize;
@@ -50,7 +62,7 @@ export function inFormat(w: Bf16Tensor, format: WeightFormat): Bf16Tensor {
   return w;
 }
 
-export function withFormat(inputs: IndexerPrologInputs, format: WeightFormat): IndexerPrologInputs {
+export function withFormat(inputs: Bf16Case, format: WeightFormat): Bf16Case {
   return {
     ...inputs,
     wIdxQb: inFormat(inputs.wIdxQb, format),
@@ -60,7 +72,7 @@ export function withFormat(inputs: IndexerPrologInputs, format: WeightFormat): I
 }
 
 /** A copy of the inputs whose cache has the rows this call writes set to NaN (and its own storage). */
-export function poisoned(inputs: IndexerPrologInputs): IndexerPrologInputs {
+export function poisoned<I extends Bf16CacheInputs>(inputs: I): I {
   const di = inputs.indexKCache.shape[3]!;
   const cache = inputs.indexKCache.data.slice();
   for (const s of inputs.cacheIndex.data) if (s >= 0) cache.fill(POISON, s * di, (s + 1) * di);

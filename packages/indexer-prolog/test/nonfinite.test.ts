@@ -1,15 +1,15 @@
 // The defined result of NaN/±Inf inputs (README "Non-finite inputs"), exactly, on every ISA path.
 import { afterAll, describe, expect, it } from 'vitest';
 import { bf16ArrayToF32, cpuFeatures, ISAS, setIsa, type Bf16Tensor } from '@dsa/tensor-core';
-import { indexerProlog, type IndexerPrologInputs } from '../src/index.js';
-import { type Dims, makeCase } from './helpers.js';
+import { indexerProlog } from '../src/index.js';
+import { type Bf16CacheInputs, type Dims, makeCase } from './helpers.js';
 
 const isas = ISAS.filter((i) => ISAS.indexOf(i) <= ISAS.indexOf(cpuFeatures().best));
 const BAD = [['NaN', 0x7fc0], ['-NaN', 0xffc0], ['+Inf', 0x7f80], ['-Inf', 0xff80]] as const;
 const d: Dims = { b: 2, s1: 3, h: 48, qLora: 32, heads: 3, di: 24, rope: 8, blocks: 3, blockSize: 8 };
 afterAll(() => setIsa('auto'));
 
-function call(i: IndexerPrologInputs) {
+function call(i: Bf16CacheInputs) {
   const run = { ...i, indexKCache: { ...i.indexKCache, data: i.indexKCache.data.slice() } };
   return { ...indexerProlog(run), indexKCache: run.indexKCache };
 }

@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { getNumThreads, isDsaError, setNumThreads } from '@dsa/tensor-core';
 import { type LightningIndexerInputs, lightningIndexer, lightningIndexerAsync, nativeAddon } from '../src/index.js';
 import { chunking } from '../src/cancel.js';
-import { makeInputs, sameBytes } from './helpers.js';
+import { type Bf16KeyInputs, makeInputs, sameBytes } from './helpers.js';
 
 // Chunks hold a multiple of the thread count in rows; the chunk counts below assume 2 threads.
 const threads0 = getNumThreads();
@@ -17,7 +17,7 @@ afterEach(() => {
   vi.restoreAllMocks();
 });
 
-const cacheCopy = (x: LightningIndexerInputs): Uint16Array => x.indexKCache.data.slice();
+const cacheCopy = (x: Bf16KeyInputs): Uint16Array => x.indexKCache.data.slice();
 
 function expectAborted(err: unknown): void {
   expect(isDsaError(err), `expected a DsaError, got ${String(err)}`).toBe(true);
@@ -28,7 +28,7 @@ function expectAborted(err: unknown): void {
 
 // DeepSeek widths, 8 query rows x 32K keys: one row per chunk at the default budget, tens of ms.
 // Made once (the calls only read it; each test checks that).
-let longInputs: LightningIndexerInputs | undefined;
+let longInputs: Bf16KeyInputs | undefined;
 const long = () => (longInputs ??= makeInputs({ b: 1, s1: 8, heads: 64, dim: 128, blockSize: 128, acts: [32768], seed: 41, keys: 'bits' }));
 
 /** The same tensor with its data at an offset inside a larger buffer. */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isDsaError, type Tensor } from '@dsa/tensor-core';
 import { type LightningIndexerInputs, lightningIndexer, lightningIndexerAsync, nativeAddon } from '../src/index.js';
-import { makeInputs, POISON_I32 } from './helpers.js';
+import { type Bf16KeyInputs, makeInputs, POISON_I32 } from './helpers.js';
 
 // b = 2, blockSize 4, acts [6, 9]: sequence 0 reads 2 table entries, sequence 1 reads 3; maxBlocks 4.
 const base = () => makeInputs({ b: 2, s1: 2, heads: 3, dim: 4, blockSize: 4, acts: [6, 9], seed: 21 });
@@ -24,7 +24,7 @@ function expectError(fn: () => unknown, code: string, argument: string, text: Re
   expect(e.message).toMatch(text);
 }
 
-type Mutation = [string, (x: LightningIndexerInputs) => void, Record<string, unknown>, string, string, RegExp];
+type Mutation = [string, (x: Bf16KeyInputs) => void, Record<string, unknown>, string, string, RegExp];
 
 const mutations: Mutation[] = [
   ['a −1 table entry that would be read', (x) => { x.blockTable.data[1 * 4 + 2] = -1; }, {}, 'DSA_E_RANGE', 'blockTable', /blockTable\[1, 2\]: expected a block id in \[0, \d+\] \(read for actSeqs\[1\] = 9\), got -1/],

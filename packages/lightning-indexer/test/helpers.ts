@@ -32,11 +32,17 @@ export interface Case {
   keys?: 'normal' | 'bits';
 }
 
+/** Inputs with the bf16 key cache (what makeInputs builds). */
+export type Bf16KeyInputs = LightningIndexerInputs & { indexKCache: Bf16Tensor };
+
+/** Inputs with the FP8 key cache (uint8 rows; what withFp8Keys builds). */
+export type Fp8KeyInputs = LightningIndexerInputs & { indexKCache: U8Tensor };
+
 /**
  * Random inputs: N(0,1) queries, keys and weights, a shuffled block table with −1 past the used
  * blocks, and NaN in every cache row no sequence uses (so reading past eff shows up as NaN).
  */
-export function makeInputs(c: Case): LightningIndexerInputs {
+export function makeInputs(c: Case): Bf16KeyInputs {
   const rng = new Rng(c.seed);
   const used = c.acts.map((a) => Math.ceil(a / c.blockSize));
   const maxBlocks = Math.max(1, ...used) + (c.spareBlocks ?? 1);
@@ -67,8 +73,8 @@ export function makeInputs(c: Case): LightningIndexerInputs {
 }
 
 /** The same inputs with the key cache in the FP8 form the indexer prolog writes (each bf16 row rotated and quantized). */
-export function withFp8Keys(inputs: LightningIndexerInputs): LightningIndexerInputs {
-  const c = inputs.indexKCache as Bf16Tensor;
+export function withFp8Keys(inputs: Bf16KeyInputs): Fp8KeyInputs {
+  const c = inputs.indexKCache;
   const [blocks, bs, , dim] = c.shape as [number, number, number, number];
   const rb = fp8IndexRowBytes(dim);
   const data = new Uint8Array(blocks * bs * rb);

@@ -2,8 +2,8 @@
 // with writers (the prologs) queued between them; a sync call while one is pending throws DSA_E_STATE.
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getNumThreads, isDsaError, setNumThreads, withCaches } from '@dsa/tensor-core';
-import { type LightningIndexerInputs, lightningIndexer, lightningIndexerAsync, nativeAddon } from '../src/index.js';
-import { makeInputs, sameBytes } from './helpers.js';
+import { lightningIndexer, lightningIndexerAsync, nativeAddon } from '../src/index.js';
+import { type Bf16KeyInputs, makeInputs, sameBytes } from './helpers.js';
 
 // Chunks hold a multiple of the thread count in rows; the chunk counts below assume 2 threads.
 const threads0 = getNumThreads();
@@ -28,7 +28,7 @@ function expectBusy(fn: () => unknown): void {
 }
 
 /** A writer (as a prolog would be) that replaces the cache contents once it holds the cache. */
-function writeCache(x: LightningIndexerInputs, next: Uint16Array): Promise<void> {
+function writeCache(x: Bf16KeyInputs, next: Uint16Array): Promise<void> {
   return withCaches([['indexKCache', x.indexKCache]], async () => {
     x.indexKCache.data.set(next);
   });

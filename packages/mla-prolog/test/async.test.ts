@@ -1,11 +1,11 @@
 import { setIsa } from '@dsa/tensor-core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { mlaProlog, mlaPrologAsync, prepareMlaProlog, type MlaPrologInputs } from '../src/index.js';
-import { cloneTensor, makeInputs, sameBytes, type Dims } from './helpers.js';
+import { mlaProlog, mlaPrologAsync, prepareMlaProlog } from '../src/index.js';
+import { cloneTensor, makeInputs, sameBytes, type Bf16CacheInputs, type Dims } from './helpers.js';
 
 const D: Dims = { b: 2, s1: 256, h: 256, qLora: 128, n: 16, qkNope: 32, rope: 16, kvLora: 128, blockNum: 40, blockSize: 16 };
 
-const withFreshCaches = (i: MlaPrologInputs): MlaPrologInputs => ({ ...i, kvCache: cloneTensor(i.kvCache), krCache: cloneTensor(i.krCache) });
+const withFreshCaches = (i: Bf16CacheInputs): Bf16CacheInputs => ({ ...i, kvCache: cloneTensor(i.kvCache), krCache: cloneTensor(i.krCache) });
 
 describe('async twins', () => {
   afterAll(() => setIsa('auto'));

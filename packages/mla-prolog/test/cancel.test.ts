@@ -1,19 +1,19 @@
 // Cancellation (options.signal) and the cache lock around it.
 import { cpuFeatures, isDsaError, matmul, packWeights, Rng, setIsa, toNZ, type Bf16Tensor, type Isa } from '@dsa/tensor-core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { mlaProlog, mlaPrologAsync, prepareMlaProlog, type MlaPrologInputs, type MlaPrologOutputs } from '../src/index.js';
+import { mlaProlog, mlaPrologAsync, prepareMlaProlog, type MlaPrologOutputs } from '../src/index.js';
 import { tokenChunks } from '../src/cancel.js';
-import { cloneTensor, makeInputs, poisoned, sameBytes, type Dims } from './helpers.js';
+import { cloneTensor, makeInputs, poisoned, sameBytes, type Bf16CacheInputs, type Dims } from './helpers.js';
 
 const ISAS: Isa[] = (['scalar', 'avx2', 'avx512'] as Isa[]).filter((i) => {
   const f = cpuFeatures();
   return i === 'scalar' || (i === 'avx2' && f.avx2 && f.fma) || (i === 'avx512' && f.best === 'avx512');
 });
 
-const fresh = (i: MlaPrologInputs): MlaPrologInputs => ({ ...i, kvCache: cloneTensor(i.kvCache), krCache: cloneTensor(i.krCache) });
+const fresh = (i: Bf16CacheInputs): Bf16CacheInputs => ({ ...i, kvCache: cloneTensor(i.kvCache), krCache: cloneTensor(i.krCache) });
 const sameOutputs = (a: MlaPrologOutputs, b: MlaPrologOutputs): boolean =>
   sameBytes(a.qNope.data, b.qNope.data) && sameBytes(a.qRope.data, b.qRope.data) && sameBytes(a.qNorm.data, b.qNorm.data);
-const sameCaches = (a: MlaPrologInputs, b: MlaPrologInputs): boolean =>
+const sameCaches = (a: Bf16CacheInputs, b: Bf16CacheInputs): boolean =>
   sameBytes(a.kvCache.data, b.kvCache.data) && sameBytes(a.krCache.data, b.krCache.data);
 
 async function rejection(p: Promise<unknown>): Promise<{ code?: string; message?: string; argument?: string }> {

@@ -5,7 +5,7 @@ import { compareBf16, cpuFeatures, dequantizeFp8Weight, toFloat32, f32ArrayToBf1
 import { afterAll, describe, expect, it } from 'vitest';
 import { mlaProlog, prepareMlaProlog, type MlaPrologInputs } from '../src/index.js';
 import { mlaPrologReference } from '../src/reference.js';
-import { cloneTensor, expectCacheRows, expectClose, makeInputs, poisoned, writtenSlots, type Dims } from './helpers.js';
+import { bf16Cache, cloneTensor, expectCacheRows, expectClose, makeInputs, poisoned, writtenSlots, type Bf16CacheInputs, type Dims } from './helpers.js';
 
 const ISA_LIST: Isa[] = (['scalar', 'avx2', 'avx512'] as Isa[]).filter((i) => {
   const f = cpuFeatures();
@@ -17,7 +17,7 @@ const ODD: Omit<Dims, 'b' | 's1'> = { h: 137, qLora: 19, n: 3, qkNope: 5, rope: 
 const HEADS: Omit<Dims, 'b' | 's1'> = { h: 160, qLora: 136, n: 2, qkNope: 128, rope: 64, kvLora: 512, blockNum: 2, blockSize: 16 };
 
 /** Inputs with FP8 weights: the checkpoint's NT for the 2-D ones, ND (kv_b_proj rows) for wUk. */
-function fp8Inputs(d: Dims, seed: number, pow2 = false): MlaPrologInputs {
+function fp8Inputs(d: Dims, seed: number, pow2 = false): Bf16CacheInputs {
   const i = makeInputs(d, seed);
   const rng = new Rng(seed + 1000);
   const w = (shape: number[], format: 'NT' | 'ND'): Fp8Weight => rng.fp8Weight(shape, format, { scale: 0.1 / 448, pow2 });
@@ -34,7 +34,7 @@ function bf16Of(w: Fp8Weight): Bf16Tensor {
   return { dtype: 'bfloat16', shape: [...w.shape], data: f32ArrayToBf16(dequantizeFp8Weight(w)), format: 'ND' };
 }
 
-function check(inputs: MlaPrologInputs, d: Dims, run: (i: MlaPrologInputs, out: Record<string, Bf16Tensor>) => void): void {
+function check(inputs: Bf16CacheInputs, d: Dims, run: (i: MlaPrologInputs, out: Record<string, Bf16Tensor>) => void): void {
   const ref = mlaPrologReference(inputs, { rmsNormEps: 1e-6 });
   const before = { kv: cloneTensor(inputs.kvCache), kr: cloneTensor(inputs.krCache) };
   const out = {
@@ -47,8 +47,8 @@ function check(inputs: MlaPrologInputs, d: Dims, run: (i: MlaPrologInputs, out: 
   expectClose('qNope', out.qNope, ref.qNope);
   expectClose('qRope', out.qRope, ref.qRope);
   const slots = writtenSlots(inputs.cacheIndex);
-  expectCacheRows('kvCache', inputs.kvCache, before.kv, ref.kvCache, slots);
-  expectCacheRows('krCache', inputs.krCache, before.kr, ref.krCache, slots);
+  expectCacheRows('kvCache', inputs.kvCache, before.kv, bf16Cache('reference kvCache', ref.kvCache), slots);
+  expectCacheRows('krCache', inputs.krCache, before.kr, bf16Cache('reference krCache', ref.krCache), slots);
 }
 
 describe.each(ISA_LIST)('FP8 weights vs the float64 reference, isa %s', (isa) => {
@@ -81,7 +81,7 @@ describe('FP8 weights: agreement with bf16, mixed forms, errors', () => {
     for (const [b, s1] of [[1, 1], [2, 6]] as const) {
       const d = { ...HEADS, b, s1 };
       const f = fp8Inputs(d, 31 + s1);
-      const bf: MlaPrologInputs = {
+      const bf: Bf16CacheInputs = {
         ...f, wDq: bf16Of(f.wDq as Fp8Weight), wUqQr: bf16Of(f.wUqQr as Fp8Weight), wUk: bf16Of(f.wUk as Fp8Weight),
         wDkvKr: bf16Of(f.wDkvKr as Fp8Weight), kvCache: cloneTensor(f.kvCache), krCache: cloneTensor(f.krCache),
       };

@@ -1,9 +1,9 @@
 import { join } from 'node:path';
 import { readGoldenCase, type Bf16Tensor } from '@dsa/tensor-core';
 import { describe, expect, it } from 'vitest';
-import { mlaProlog, type MlaPrologInputs } from '../src/index.js';
+import { mlaProlog } from '../src/index.js';
 import { mlaPrologReference } from '../src/reference.js';
-import { cloneTensor, expectCacheRows, expectClose, poisoned, writtenSlots } from './helpers.js';
+import { bf16Cache, cloneTensor, expectCacheRows, expectClose, poisoned, writtenSlots, type Bf16CacheInputs } from './helpers.js';
 
 const GOLDEN = join(import.meta.dirname, '../../../../shared/golden');
 const CASES = ['tiny', 'mtp-empty-row', 'prefill', 'model-heads', 'skip-slot'];
@@ -12,7 +12,7 @@ describe('golden cases (shared/golden, independent float64 implementation)', () 
   for (const name of CASES) {
     it(name, () => {
       const g = readGoldenCase(join(GOLDEN, name));
-      const inputs = { ...g.inputs } as unknown as MlaPrologInputs;
+      const inputs = { ...g.inputs } as unknown as Bf16CacheInputs;
       const before = { kv: cloneTensor(inputs.kvCache), kr: cloneTensor(inputs.krCache) };
       inputs.kvCache = cloneTensor(inputs.kvCache);
       inputs.krCache = cloneTensor(inputs.krCache);
@@ -41,8 +41,8 @@ describe('golden cases (shared/golden, independent float64 implementation)', () 
       expectClose('reference qNope', ref.qNope, want.qNope!);
       expectClose('reference qRope', ref.qRope, want.qRope!);
       expectClose('reference qNorm', ref.qNorm, want.qNorm!);
-      expectCacheRows('reference kvCache', ref.kvCache, before.kv, want.kvCache!, slots);
-      expectCacheRows('reference krCache', ref.krCache, before.kr, want.krCache!, slots);
+      expectCacheRows('reference kvCache', bf16Cache('reference kvCache', ref.kvCache), before.kv, want.kvCache!, slots);
+      expectCacheRows('reference krCache', bf16Cache('reference krCache', ref.krCache), before.kr, want.krCache!, slots);
     });
   }
 });

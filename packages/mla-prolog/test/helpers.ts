@@ -1,6 +1,6 @@
 import {
   compareBf16, Rng, toFloat32, toNZ,
-  type Bf16Tensor, type I32Tensor, type Tensor,
+  type Bf16Tensor, type I32Tensor, type Tensor, type U8Tensor,
 } from '@dsa/tensor-core';
 import { expect } from 'vitest';
 import type { MlaPrologDims, MlaPrologInputs } from '../src/index.js';
@@ -16,8 +16,11 @@ export function poisoned(shape: number[]): Bf16Tensor {
   return { dtype: 'bfloat16', shape, data: new Uint16Array(n).fill(NAN_BF16), format: 'ND' };
 }
 
+/** What makeInputs builds: the bf16 cache form (a bf16 kvCache and a krCache). */
+export type Bf16CacheInputs = MlaPrologInputs & { kvCache: Bf16Tensor; krCache: Bf16Tensor };
+
 /** Random inputs with the golden's value ranges; distinct random slots (some negative when `skip`). */
-export function makeInputs(d: Dims, seed: number, opts: { nz?: boolean; skip?: number } = {}): MlaPrologInputs {
+export function makeInputs(d: Dims, seed: number, opts: { nz?: boolean; skip?: number } = {}): Bf16CacheInputs {
   const rng = new Rng(seed);
   const T = d.b * d.s1;
   const w = (shape: number[]): Bf16Tensor => {
@@ -41,6 +44,12 @@ export function makeInputs(d: Dims, seed: number, opts: { nz?: boolean; skip?: n
     kvCache: rng.uniformTensor([d.blockNum, d.blockSize, 1, d.kvLora], -1, 1),
     krCache: rng.uniformTensor([d.blockNum, d.blockSize, 1, d.rope], -1, 1),
   };
+}
+
+/** A cache the test knows is bf16 (a reference result's kvCache or krCache for bf16 inputs); fails the test otherwise. */
+export function bf16Cache(name: string, t: Bf16Tensor | U8Tensor | undefined): Bf16Tensor {
+  if (t === undefined || t.dtype !== 'bfloat16') return expect.fail(`${name}: expected a bf16 cache, got ${t === undefined ? 'none' : t.dtype}`);
+  return t;
 }
 
 export function cloneTensor<T extends Tensor>(t: T): T {

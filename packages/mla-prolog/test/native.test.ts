@@ -2,7 +2,7 @@ import { cpuFeatures, packWeights, setIsa, type Isa } from '@dsa/tensor-core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { mlaProlog, prepareMlaProlog } from '../src/index.js';
 import { mlaPrologReference } from '../src/reference.js';
-import { cloneTensor, expectCacheRows, expectClose, makeInputs, poisoned, writtenSlots, type Dims } from './helpers.js';
+import { bf16Cache, cloneTensor, expectCacheRows, expectClose, makeInputs, poisoned, writtenSlots, type Dims } from './helpers.js';
 
 const ISA_LIST: Isa[] = (['scalar', 'avx2', 'avx512'] as Isa[]).filter((i) => {
   const f = cpuFeatures();
@@ -31,8 +31,8 @@ function check(d: Dims, seed: number, opts: { nz?: boolean; skip?: number; eps?:
   expectClose('qNope', out.qNope, ref.qNope);
   expectClose('qRope', out.qRope, ref.qRope);
   const slots = writtenSlots(inputs.cacheIndex);
-  expectCacheRows('kvCache', inputs.kvCache, before.kv, ref.kvCache, slots);
-  expectCacheRows('krCache', inputs.krCache, before.kr, ref.krCache, slots);
+  expectCacheRows('kvCache', inputs.kvCache, before.kv, bf16Cache('reference kvCache', ref.kvCache), slots);
+  expectCacheRows('krCache', inputs.krCache, before.kr, bf16Cache('reference krCache', ref.krCache), slots);
 }
 
 describe.each(ISA_LIST)('native vs float64 reference, isa %s', (isa) => {
@@ -100,8 +100,8 @@ describe('prepareMlaProlog', () => {
     expectClose('qRope', r.qRope, ref.qRope);
     expectClose('qNorm', r.qNorm, ref.qNorm);
     const slots = writtenSlots(inputs.cacheIndex);
-    expectCacheRows('kvCache', inputs.kvCache, before.kv, ref.kvCache, slots);
-    expectCacheRows('krCache', inputs.krCache, before.kr, ref.krCache, slots);
+    expectCacheRows('kvCache', inputs.kvCache, before.kv, bf16Cache('reference kvCache', ref.kvCache), slots);
+    expectCacheRows('krCache', inputs.krCache, before.kr, bf16Cache('reference krCache', ref.krCache), slots);
     p.dispose();
     expect(() => p.run(inputs)).toThrow(expect.objectContaining({ code: 'DSA_E_STATE' }));
   });

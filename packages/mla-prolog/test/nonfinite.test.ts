@@ -1,15 +1,15 @@
 // The defined result of NaN/±Inf inputs (README "Non-finite inputs"), exactly, on every ISA path.
 import { afterAll, describe, expect, it } from 'vitest';
 import { bf16ArrayToF32, cpuFeatures, ISAS, setIsa, type Bf16Tensor } from '@dsa/tensor-core';
-import { mlaProlog, type MlaPrologInputs } from '../src/index.js';
-import { cloneTensor, makeInputs, sameBytes, type Dims } from './helpers.js';
+import { mlaProlog } from '../src/index.js';
+import { cloneTensor, makeInputs, sameBytes, type Bf16CacheInputs, type Dims } from './helpers.js';
 
 const isas = ISAS.filter((i) => ISAS.indexOf(i) <= ISAS.indexOf(cpuFeatures().best));
 const BAD = [['NaN', 0x7fc0], ['-NaN', 0xffc0], ['+Inf', 0x7f80], ['-Inf', 0xff80]] as const;
 const d: Dims = { b: 2, s1: 3, h: 48, qLora: 32, n: 3, qkNope: 16, rope: 8, kvLora: 24, blockNum: 3, blockSize: 8 };
 afterAll(() => setIsa('auto'));
 
-function call(i: MlaPrologInputs) {
+function call(i: Bf16CacheInputs) {
   const run = { ...i, kvCache: cloneTensor(i.kvCache), krCache: cloneTensor(i.krCache) };
   return { ...mlaProlog(run), kvCache: run.kvCache, krCache: run.krCache };
 }

@@ -8,7 +8,7 @@ import {
 import { afterAll, describe, expect, it } from 'vitest';
 import { mlaProlog, mlaPrologAsync, prepareMlaProlog, type MlaPrologInputs, type MlaPrologOptions, type MlaPrologOutputs } from '../src/index.js';
 import { mlaPrologReference } from '../src/reference.js';
-import { cloneTensor, poisoned, sameBytes } from './helpers.js';
+import { bf16Cache, cloneTensor, poisoned, sameBytes, type Bf16CacheInputs } from './helpers.js';
 
 const ISAS: Isa[] = (['scalar', 'avx2', 'avx512'] as Isa[]).filter((i) => {
   const f = cpuFeatures();
@@ -37,7 +37,7 @@ const configArb = fc
 type Config = typeof configArb extends fc.Arbitrary<infer C> ? C : never;
 
 /** Random inputs for `c`: distinct random slots (some negative), caches with random history. */
-function makeCase(c: Config): MlaPrologInputs {
+function makeCase(c: Config): Bf16CacheInputs {
   const rng = new Rng(c.seed);
   const T = c.b * c.s1;
   const blockNum = Math.ceil(T / c.blockSize) + c.extraBlocks;
@@ -64,7 +64,7 @@ function makeCase(c: Config): MlaPrologInputs {
   };
 }
 
-const fresh = (i: MlaPrologInputs): MlaPrologInputs => ({ ...i, kvCache: cloneTensor(i.kvCache), krCache: cloneTensor(i.krCache) });
+const fresh = (i: Bf16CacheInputs): Bf16CacheInputs => ({ ...i, kvCache: cloneTensor(i.kvCache), krCache: cloneTensor(i.krCache) });
 
 /** Rows of the cache at the written slots, in slot order. */
 function writtenRows(cache: Bf16Tensor, slots: number[]): Uint16Array {
@@ -123,8 +123,8 @@ describe('property: valid configurations', () => {
         compare('qRope', r.qRope.data, ref.qRope.data);
         compare('qNorm', r.qNorm.data, ref.qNorm.data);
         const slots = Array.from(inputs.cacheIndex.data).filter((s) => s >= 0).sort((a, b) => a - b);
-        compare('kvCache rows', writtenRows(i.kvCache, slots), writtenRows(ref.kvCache, slots));
-        compare('krCache rows', writtenRows(i.krCache, slots), writtenRows(ref.krCache, slots));
+        compare('kvCache rows', writtenRows(i.kvCache, slots), writtenRows(bf16Cache('reference kvCache', ref.kvCache), slots));
+        compare('krCache rows', writtenRows(i.krCache, slots), writtenRows(bf16Cache('reference krCache', ref.krCache), slots));
         expect(otherRowsUnchanged(i.kvCache, inputs.kvCache, new Set(slots))).toBe(true);
         expect(otherRowsUnchanged(i.krCache, inputs.krCache, new Set(slots))).toBe(true);
       }),
@@ -137,7 +137,7 @@ describe('property: valid configurations', () => {
 
 const TENSORS = ['x', 'wDq', 'wUqQr', 'wUk', 'wDkvKr', 'gammaCq', 'gammaCkv', 'sin', 'cos', 'cacheIndex', 'kvCache', 'krCache'] as const;
 type Name = (typeof TENSORS)[number];
-type Mutation = (i: MlaPrologInputs, r: Rng) => [Record<string, unknown>, Record<string, unknown>];
+type Mutation = (i: Bf16CacheInputs, r: Rng) => [Record<string, unknown>, Record<string, unknown>];
 
 const pickTensor = (r: Rng): Name => TENSORS[r.int(0, TENSORS.length - 1)]!;
 const withSlot = (t: I32Tensor, at: number, v: number): I32Tensor => {
@@ -246,7 +246,7 @@ describe('property: invalid inputs', () => {
         const inputs = makeCase(c);
         const t = cloneTensor(inputs[k] as Bf16Tensor);
         for (let j = 0; j < t.data.length; j += 3) t.data[j] = bits;
-        const bad = { ...inputs, [k]: t } as MlaPrologInputs;
+        const bad: Bf16CacheInputs = { ...inputs, [k]: t };
         const a = fresh(bad);
         const r = mlaProlog(a);
         expect(r.qNope.shape).toEqual([c.b, c.s1, c.n, c.kvLora]);

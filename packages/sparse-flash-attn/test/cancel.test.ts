@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { getNumThreads, isDsaError, setNumThreads } from '@dsa/tensor-core';
 import { nativeAddon, sparseFlashAttention, sparseFlashAttentionAsync, type SparseFlashAttentionInputs } from '../src/index.js';
 import { chunking } from '../src/cancel.js';
-import { i32, makeCase, sameBytes, sameSnapshot, snapshot } from './cases.js';
+import { i32, makeCase, sameBytes, sameSnapshot, snapshot, type Bf16CacheInputs } from './cases.js';
 
 // Chunks hold a multiple of the thread count in rows; the chunk counts below assume 2 threads.
 const threads0 = getNumThreads();
@@ -26,13 +26,13 @@ function expectAborted(err: unknown): void {
 
 // DeepSeek widths, 128 heads, 1024 of ~1100 keys per row (MTP s1 = 6): one row per chunk at the default budget.
 // Made once (the calls only read it; each test checks that).
-let longInputs: SparseFlashAttentionInputs | undefined;
+let longInputs: Bf16CacheInputs | undefined;
 const long = () =>
   (longInputs ??= makeCase(61, { b: 2, s1: 6, n: 128, kvLora: 512, rope: 64, blockSize: 128, topk: 1024, acts: [1100, 1100] }).inputs);
 const small = (seed = 60) => makeCase(seed, { b: 2, s1: 2, n: 3, kvLora: 12, rope: 4, blockSize: 4, topk: 4, acts: [10, 5] }).inputs;
 
 /** The same tensor with its data at an offset inside a larger buffer. */
-function offsetView<T extends SparseFlashAttentionInputs[keyof SparseFlashAttentionInputs]>(t: T): T {
+function offsetView<T extends Bf16CacheInputs[keyof Bf16CacheInputs]>(t: T): T {
   const big = new (t.data.constructor as new (n: number) => T['data'])(t.data.length + 5);
   big.set(t.data as never, 3);
   return { ...t, data: big.subarray(3, 3 + t.data.length) };

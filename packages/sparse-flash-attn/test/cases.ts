@@ -24,8 +24,11 @@ export interface CaseSpec {
   qStd?: number;
 }
 
+/** Inputs with the bf16 caches (what makeCase builds): a bf16 kvCache and a krCache. */
+export type Bf16CacheInputs = SparseFlashAttentionInputs & { kvCache: Bf16Tensor; krCache: Bf16Tensor };
+
 export interface Case {
-  inputs: SparseFlashAttentionInputs;
+  inputs: Bf16CacheInputs;
   /** Valid indices per row, in order. */
   rows: number[][];
 }
@@ -75,7 +78,7 @@ export function makeCase(seed: number, spec: CaseSpec): Case {
     krCache.data.fill(NAN_BF16, slot * rope, (slot + 1) * rope);
   }
   const qStd = spec.qStd ?? 1;
-  const inputs: SparseFlashAttentionInputs = {
+  const inputs: Bf16CacheInputs = {
     qNope: rng.normalTensor([b, s1, n, kvLora], 0, qStd),
     qRope: rng.normalTensor([b, s1, n, rope], 0, qStd),
     kvCache,

@@ -4,14 +4,14 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCode, isDsaError } from '@dsa/tensor-core';
 import { nativeAddon, sparseFlashAttention, sparseFlashAttentionAsync, type SparseFlashAttentionInputs } from '../src/index.js';
 import { sparseFlashAttentionReference } from '../src/reference.js';
-import { i32, makeCase, NAN_BF16, poisoned, sameSnapshot, snapshot } from './cases.js';
+import { i32, makeCase, NAN_BF16, poisoned, sameSnapshot, snapshot, type Bf16CacheInputs } from './cases.js';
 
 // b = 2, s1 = 2, act [10, 5], blockSize 4: maxBlocks 4, row (1, 0) has eff 4.
-function fresh(): SparseFlashAttentionInputs {
+function fresh(): Bf16CacheInputs {
   return makeCase(21, { b: 2, s1: 2, n: 3, kvLora: 12, rope: 4, blockSize: 4, topk: 4, acts: [10, 5] }).inputs;
 }
 
-type Mutate = (x: SparseFlashAttentionInputs) => SparseFlashAttentionInputs | void;
+type Mutate = (x: Bf16CacheInputs) => SparseFlashAttentionInputs | void;
 
 const bad: Array<{ what: string; mutate: Mutate; options?: object; code: string; argument: string; message: RegExp }> = [
   { what: 'an index ≥ the row eff', mutate: (x) => void (x.indices.data[2 * 4] = 4), code: ErrorCode.RANGE, argument: 'indices',

@@ -7,7 +7,7 @@ import { bf16ArrayToF32, cpuFeatures, ISAS, isDsaError, iscloseFraction, relativ
 import { rowEff, sparseFlashAttention, sparseFlashAttentionAsync, type SparseFlashAttentionInputs, type SparseFlashAttentionOptions } from '../src/index.js';
 import { chunking } from '../src/cancel.js';
 import { sparseFlashAttentionReference } from '../src/reference.js';
-import { makeCase, sameBytes, type CaseSpec } from './cases.js';
+import { makeCase, sameBytes, type Bf16CacheInputs, type CaseSpec } from './cases.js';
 
 const best = cpuFeatures().best;
 const isas = ISAS.filter((i) => ISAS.indexOf(i) <= ISAS.indexOf(best));
@@ -39,10 +39,10 @@ const specArb = fc
   })
   .map((c): CaseSpec & { seed: number } => ({ ...c, acts: c.acts.slice(0, c.b) }));
 
-function copies(x: SparseFlashAttentionInputs): Buffer[] {
+function copies(x: Bf16CacheInputs): Buffer[] {
   return NAMES.map((k) => Buffer.from(Buffer.from(x[k].data.buffer, x[k].data.byteOffset, x[k].data.byteLength)));
 }
-const unchanged = (x: SparseFlashAttentionInputs, before: Buffer[]): boolean =>
+const unchanged = (x: Bf16CacheInputs, before: Buffer[]): boolean =>
   NAMES.every((k, n) => Buffer.compare(Buffer.from(x[k].data.buffer, x[k].data.byteOffset, x[k].data.byteLength), before[n]!) === 0);
 
 /** Repeat some valid index of a row in one of its −1 entries (the key then counts twice, as in the reference). */
@@ -103,7 +103,7 @@ describe('property: valid configurations', () => {
   });
 });
 
-type Mutation = (x: SparseFlashAttentionInputs, pick: (n: number) => number) => [unknown, unknown, string];
+type Mutation = (x: Bf16CacheInputs, pick: (n: number) => number) => [unknown, unknown, string];
 
 const withShape = (t: Tensor, shape: number[]): Tensor => {
   const n = shape.reduce((a, v) => a * v, 1);
@@ -245,7 +245,7 @@ describe('property: invalid inputs', () => {
       fc.asyncProperty(specArb, fc.constantFrom('qNope', 'qRope', 'kvCache', 'krCache'), fc.array(fc.nat(), { minLength: 1, maxLength: 6 }), fc.nat(4), fc.constantFrom(...isas), async (spec, k, where, bits, isa) => {
         setIsa(isa);
         const clean = makeCase(spec.seed, spec).inputs;
-        const x = { ...clean, [k]: { ...clean[k], data: clean[k].data.slice() } } as SparseFlashAttentionInputs;
+        const x: Bf16CacheInputs = { ...clean, [k]: { ...clean[k], data: clean[k].data.slice() } };
         const data = x[k].data as Uint16Array;
         if (data.length === 0) return;
         for (const w of where) data[w % data.length] = POISON[bits]!;

@@ -70,7 +70,7 @@ export function zeros<D extends Dtype>(dtype: D, shape: readonly number[], forma
 }
 
 /** Build a tensor of `dtype` from float values (bf16 rounds to nearest even; int32 truncates). */
-export function fromFloat32<D extends Dtype>(values: ArrayLike<number>, shape: readonly number[], dtype: D = 'bfloat16' as D): Tensor<D> {
+export function fromFloat32<D extends Dtype = 'bfloat16'>(values: ArrayLike<number>, shape: readonly number[], dtype: D = 'bfloat16' as D): Tensor<D> {
   checkShape(shape);
   if (values.length !== numel(shape)) {
     throw new DsaError(ErrorCode.SHAPE, `values: expected ${numel(shape)} elements for shape [${shape.join(', ')}], got ${values.length}`, 'values');

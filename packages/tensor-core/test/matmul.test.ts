@@ -71,8 +71,8 @@ describe.each(isas)('matmul on the %s path', (isa) => {
     // Small integers make exact ties (e.g. 257 between 256 and 258) common; x rows 1 and 2 carry a NaN and an Inf.
     for (const [M, K, N] of [[3, 64, 37], [8, 96, 80], [13, 40, 50]] as const) {
       const ints = (n: number): Float32Array => Float32Array.from({ length: n }, () => Math.round(rng.uniform(-8, 8)));
-      const x = fromFloat32(ints(M * K), [M, K]);
-      const w = fromFloat32(ints(K * N), [K, N]);
+      const x = fromFloat32(ints(M * K), [M, K], 'bfloat16');
+      const w = fromFloat32(ints(K * N), [K, N], 'bfloat16');
       x.data[K + 5] = 0x7fc0;
       x.data[2 * K + 7] = 0x7f80;
       for (const ww of [w, packWeights(w)]) {
