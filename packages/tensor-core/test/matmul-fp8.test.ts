@@ -120,6 +120,42 @@ describe.each(isas)('FP8 weights on the %s path', (isa) => {
     }
   });
 
+  it('x of any finite magnitude (2^-120 .. 2^100 per row), Inf and NaN: as the float64 reference', () => {
+    // The AVX2 GEMV scales x by a power of two chosen from each row's largest |x| (weights are
+    // converted at 2^-120 of their value); rows near both ends of the range and non-finite x check it.
+    // (Past about 2^110 the unscaled sum of a 128-k block, up to 128 * 448 * |x|, leaves fp32 range.)
+    setIsa(isa);
+    const rng = new Rng(41);
+    const [K, N] = [300, 40];
+    const exps = [-120, -60, 0, 7, 8, 40, 100];
+    for (const M of [1, 3, 8, 9]) {
+      const w = rng.fp8Weight([K, N], 'NT');
+      const wf = dequantizeFp8Weight(w);
+      const xf = new Float32Array(M * K);
+      for (let m = 0; m < M; m++) {
+        const e = exps[(m + M) % exps.length]!;
+        for (let k = 0; k < K; k++) xf[m * K + k] = rng.uniform(-1, 1) * 2 ** e;
+      }
+      if (M > 1) xf[1 * K + 5] = Infinity;  // one Inf: columns become ±Inf, or NaN where the weight is 0
+      if (M > 2) xf[2 * K + 200] = NaN;
+      const x: Bf16Tensor = { dtype: 'bfloat16', shape: [M, K], data: f32ArrayToBf16(xf) };
+      const xs = toFloat32(x);
+      const finite: Bf16Tensor = { ...x, data: f32ArrayToBf16(xs.map((v) => (Number.isFinite(v) ? v : 0))) };
+      const ref = reference(x, wf, N);
+      const mag = magnitude(finite, wf, N);
+      for (const v of [w, packWeights(w)]) {
+        const y = matmul(x, v).data;
+        let off = 0;
+        for (let i = 0; i < ref.length; i++) {
+          if (!Number.isFinite(ref[i]!)) {
+            if (!Object.is(y[i], ref[i]) && !(Number.isNaN(y[i]!) && Number.isNaN(ref[i]!))) off++;
+          } else if (!(Math.abs(y[i]! - ref[i]!) <= mag[i]! * 2e-6)) off++;
+        }
+        expect(off).toBe(0);
+      }
+    }
+  });
+
   it('W_UK-style batched product (FP8 ND and packed per item) matches the reference', () => {
     setIsa(isa);
     const rng = new Rng(3);

@@ -3,13 +3,17 @@
 //     weight's bf16 value (e4m3 subnormals become normal bf16 values, NaN codes a bf16 NaN: vdpbf16ps
 //     would read bf16 subnormals as zero); one unpack makes two k-pair lines for vdpbf16ps. CPUs with
 //     AVX-512 BF16 but no VBMI run the AVX2 kernels.
-//   AVX2: e4m3 -> fp16 bits (magnitude << 7, NaN forced) -> vcvtph2ps, which is exact for fp16
-//     subnormals; the values are 2^-8 of the real ones, folded into the block scale.
+//   AVX2: each byte, sign-extended and shifted, is an fp32 of 2^-120 times its value (subnormals
+//     included, exactly: three shifts and two ANDs per 16 weights); x is scaled by 2^120 once per tile.
+//     A NaN code makes its column NaN: groups holding one note the columns (a cheap check per group).
 //   Scalar: the 256-entry value table.
 // Each block of 128 k is summed on its own, then added times its scale (fp32), so no weight is
 // rounded: the result is the product with the exactly dequantized weight up to fp32 summation.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <vector>
 
 #include "dsa/cpu.h"
 #include "dsa/fp8_simd.h"
@@ -132,60 +136,148 @@ constexpr const GemvFn* gemv_table[kFp8MaxRows] = {gemv_row<1>, gemv_row<2>, gem
 
 #elif defined(__AVX2__)
 
-// 16 e4m3 bytes -> 16 fp32 values times 2^-8 (two ymm, bytes 0-7 and 8-15).
-inline void convert16(const uint8_t* src, __m256* lo, __m256* hi) {
-  const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
-  const __m256i mag = _mm256_and_si256(b, _mm256_set1_epi16(0x7f));
-  __m256i h = _mm256_slli_epi16(mag, 7);
-  const __m256i nan = _mm256_cmpeq_epi16(mag, _mm256_set1_epi16(0x7f));
-  h = _mm256_or_si256(h, _mm256_and_si256(nan, _mm256_set1_epi16(0x7c00)));  // exponent all ones: NaN
-  h = _mm256_or_si256(h, _mm256_and_si256(_mm256_slli_epi16(b, 8), _mm256_set1_epi16(static_cast<int16_t>(0x8000))));
-  *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
-  *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+// 16 e4m3 bytes -> their fp32 values times 2^-120, even bytes in *even, odd bytes in *odd: sign-extended
+// to words, each dword holds an (even, odd) pair; shifted so a byte's 7 magnitude bits land in the low
+// exponent and top mantissa bits of an fp32 (e4m3 subnormals become fp32 subnormals, exactly) and its
+// sign fills bits 27..31, of which the mask keeps bit 31. The 2^120 is on x (see scaled_x). NaN codes
+// come out finite: the panel notes their columns instead (a NaN weight makes its column NaN).
+inline void convert16(const uint8_t* src, __m256* even, __m256* odd) {
+  const __m256i d = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+  const __m256i mask = _mm256_set1_epi32(static_cast<int>(0x87F00000u));
+  *even = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(d, 20), mask));
+  *odd = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(d, 4), mask));
 }
 
-// (x[k], x[k+1]) as fp32, repeated four times.
-inline __m256 pair_bcast(const bf16_t* p) {
-  const __m128 v = _mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(_mm_cvtsi32_si128(load_pair(p))), 16));
-  return _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(v)));
+// Whether any of the 64 bytes of a group is a NaN code (0x7F or 0xFF).
+inline bool group_has_nan(const uint8_t* g) {
+  const __m256i top = _mm256_set1_epi8(static_cast<char>(0x80));
+  const __m256i a = _mm256_or_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)), top);
+  const __m256i b = _mm256_or_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32)), top);
+  return _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_max_epu8(a, b), _mm256_set1_epi8(-1))) != 0;
 }
 
-// One panel, MR rows. Lane L of a group holds columns 4L..4L+3 with (k, k+1) interleaved in its
-// first 8 bytes and (k+2, k+3) in the next 8, so acc[m][L] sums columns' even and odd k separately.
+// The columns (bit per column of the panel) that hold a NaN code in this group (the rare path).
+__attribute__((noinline)) unsigned group_nan_columns(const uint8_t* g) {
+  unsigned cols = 0;
+  for (int pos = 0; pos < 64; ++pos)
+    if ((g[pos] & 0x7f) == 0x7f) cols |= 1u << group_col(pos);
+  return cols;
+}
+
+// One panel, MR rows, x as scaled_x lays it out (xs, from block kb0 on). Lane L (16 bytes) of a group
+// holds columns 4L..4L+3 with (k, k+1) interleaved in its first 8 bytes and (k+2, k+3) in the next 8:
+// its even bytes meet x (x0 x0 x0 x0 x2 x2 x2 x2), its odd bytes (x1 x1 x1 x1 x3 x3 x3 x3), and
+// acc[m][L] lane j and j + 4 are column 4L + j's two k halves. With one row, even and odd bytes have
+// their own accumulators, so each FMA chain advances once per group.
+constexpr int64_t kAhead = 16;
 template <int MR>
-void gemv_panel(const bf16_t* a, int64_t lda, const uint8_t* w, const float* sc, int64_t kb0, int64_t kb1,
-                int64_t groups, float* c, int64_t ldc) {
+void gemv_panel(const float* xs, int64_t ldx, const uint8_t* w, const float* sc, int64_t kb0, int64_t kb1,
+                int64_t groups, const float* unit, float* c, int64_t ldc) {
+  constexpr bool kTwo = MR == 1;
   __m256 tot[MR][4];
   for (int m = 0; m < MR; ++m)
     for (int l = 0; l < 4; ++l) tot[m][l] = _mm256_setzero_ps();
+  unsigned nan_cols = 0;
   for (int64_t kb = kb0; kb < kb1; ++kb) {
     const int64_t g0 = kb * kFp8GroupsPerBlock, g1 = std::min(groups, g0 + kFp8GroupsPerBlock);
-    __m256 acc[MR][4];
+    __m256 acc[MR][4], acc2[MR][4];
     for (int m = 0; m < MR; ++m)
-      for (int l = 0; l < 4; ++l) acc[m][l] = _mm256_setzero_ps();
+      for (int l = 0; l < 4; ++l) acc[m][l] = acc2[m][l] = _mm256_setzero_ps();
     for (int64_t g = g0; g < g1; ++g) {
-      __m256 xa[MR], xb[MR];
+      const uint8_t* wg = w + g * 64;
+      _mm_prefetch(reinterpret_cast<const char*>(wg + kAhead * 64), _MM_HINT_T0);
+      if (group_has_nan(wg)) nan_cols |= group_nan_columns(wg);
+      const float* xg = xs + 16 * (g - kb0 * kFp8GroupsPerBlock);
+      __m256 xe[MR], xo[MR];
       for (int m = 0; m < MR; ++m) {
-        xa[m] = pair_bcast(a + m * lda + 4 * g);
-        xb[m] = pair_bcast(a + m * lda + 4 * g + 2);
+        xe[m] = _mm256_loadu_ps(xg + m * ldx);
+        xo[m] = _mm256_loadu_ps(xg + m * ldx + 8);
       }
       for (int l = 0; l < 4; ++l) {
-        __m256 wa, wb;
-        convert16(w + g * 64 + l * 16, &wa, &wb);
-        for (int m = 0; m < MR; ++m) acc[m][l] = _mm256_fmadd_ps(wa, xa[m], _mm256_fmadd_ps(wb, xb[m], acc[m][l]));
+        __m256 we, wo;
+        convert16(wg + l * 16, &we, &wo);
+        for (int m = 0; m < MR; ++m) {
+          acc[m][l] = _mm256_fmadd_ps(we, xe[m], acc[m][l]);
+          __m256& odd = kTwo ? acc2[m][l] : acc[m][l];
+          odd = _mm256_fmadd_ps(wo, xo[m], odd);
+        }
       }
     }
-    const __m256 s = _mm256_set1_ps(sc[kb]), unit = _mm256_set1_ps(256.0f);
+    const __m256 s = _mm256_set1_ps(sc[kb]);
     for (int m = 0; m < MR; ++m)
-      for (int l = 0; l < 4; ++l) tot[m][l] = _mm256_fmadd_ps(_mm256_mul_ps(acc[m][l], unit), s, tot[m][l]);
+      for (int l = 0; l < 4; ++l) tot[m][l] = _mm256_fmadd_ps(kTwo ? _mm256_add_ps(acc[m][l], acc2[m][l]) : acc[m][l], s, tot[m][l]);
   }
-  for (int m = 0; m < MR; ++m)
+  for (int m = 0; m < MR; ++m) {
+    const __m256 u = _mm256_set1_ps(unit[m]);
     for (int l = 0; l < 4; l += 2) {
-      // Even + odd k of each column; hadd interleaves the two lanes' columns by 128-bit half.
-      const __m256 sum = _mm256_hadd_ps(tot[m][l], tot[m][l + 1]);
-      _mm256_storeu_ps(c + m * ldc + l * 4, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(sum), 0xD8)));
+      // Lanes j and j + 4 of tot[l] (columns 4l + j) side by side with tot[l + 1]'s, then added.
+      const __m256 lo = _mm256_permute2f128_ps(tot[m][l], tot[m][l + 1], 0x20);
+      const __m256 hi = _mm256_permute2f128_ps(tot[m][l], tot[m][l + 1], 0x31);
+      _mm256_storeu_ps(c + m * ldc + l * 4, _mm256_mul_ps(_mm256_add_ps(lo, hi), u));
     }
+    for (int j = 0; j < 16; ++j)
+      if ((nan_cols >> j) & 1) c[m * ldc + j] = std::numeric_limits<float>::quiet_NaN();
+  }
 }
+
+// Rows of x over [k0, k1) (k1 - k0 a multiple of 4) as fp32 times 2^p, laid out per group of 4 k as
+// x0 x0 x0 x0 x2 x2 x2 x2 x1 x1 x1 x1 x3 x3 x3 x3 (the two x vectors of gemv_panel), so that x * (w * 2^-120) is the product
+// at its own scale: p = 120 per row, lowered only where the row's largest finite |x| would overflow
+// (unit[m] = 2^(120 - p) puts the result back). Inf and NaN stay as they are.
+void scaled_x(const bf16_t* a, int64_t lda, int mr, int64_t k0, int64_t k1, float* xs, float* unit) {
+  const int64_t n = k1 - k0;
+  const __m256i even = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2), odd = _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3);
+  const __m256i four = _mm256_set1_epi32(4);
+  for (int m = 0; m < mr; ++m) {
+    const bf16_t* row = a + m * lda + k0;
+    // The largest finite magnitude (Inf and NaN, 0x7f80 and up, count as zero).
+    __m256i top16 = _mm256_setzero_si256();
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+      const __m256i mag = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k)), _mm256_set1_epi16(0x7fff));
+      top16 = _mm256_max_epu16(top16, _mm256_andnot_si256(_mm256_cmpgt_epi16(mag, _mm256_set1_epi16(0x7f7f)), mag));
+    }
+    alignas(32) uint16_t lanes[16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), top16);
+    uint16_t top = *std::max_element(lanes, lanes + 16);
+    for (; k < n; ++k) {
+      const uint16_t mag = row[k] & 0x7fff;
+      if (mag < 0x7f80) top = std::max(top, mag);
+    }
+    const int e = (top >> 7) - 127;  // |x| < 2^(e + 1)
+    const int p = std::min(120, 126 - e);
+    unit[m] = std::ldexp(1.0f, 120 - p);
+    const __m256 f = _mm256_set1_ps(std::ldexp(1.0f, p));
+    float* out = xs + m * 4 * n;
+    for (k = 0; k < n; k += 8) {
+      // Eight x (the last load may read past n: rows hold 4 * groups values, a multiple of 4).
+      const __m128i raw = n - k >= 8 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k))
+                                     : _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + k));
+      const __m256 x = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16)), f);
+      _mm256_storeu_ps(out + 4 * k, _mm256_permutevar8x32_ps(x, even));
+      _mm256_storeu_ps(out + 4 * k + 8, _mm256_permutevar8x32_ps(x, odd));
+      if (n - k >= 8) {
+        _mm256_storeu_ps(out + 4 * k + 16, _mm256_permutevar8x32_ps(x, _mm256_add_epi32(even, four)));
+        _mm256_storeu_ps(out + 4 * k + 24, _mm256_permutevar8x32_ps(x, _mm256_add_epi32(odd, four)));
+      }
+    }
+  }
+}
+
+// The tile with subnormals kept: DAZ would read the e4m3 subnormals (fp32 subnormals here) as zero.
+class KeepSubnormals {
+ public:
+  KeepSubnormals() : csr_(_mm_getcsr()) {
+    if (csr_ & kDazFtz) _mm_setcsr(csr_ & ~kDazFtz);
+  }
+  ~KeepSubnormals() {
+    if (csr_ & kDazFtz) _mm_setcsr(csr_);
+  }
+
+ private:
+  static constexpr unsigned kDazFtz = 0x8040;
+  unsigned csr_;
+};
 
 #endif
 
@@ -250,12 +342,18 @@ void fp8_gemv_tile(const bf16_t* a, int64_t lda, int mr, const uint8_t* w, int64
   gemv_table[mr - 1][np - 1](a, lda, w, panel_stride, scale, scale_stride, kb0, kb1, groups, next, c, ldc);
 #elif defined(__AVX2__)
   (void)next;  // one panel at a time, in address order: the hardware prefetcher follows it
-  for (int n = 0; n < np; ++n) {
-    const uint8_t* wp = w + n * panel_stride;
-    const float* sp = scale + n * scale_stride;
+  const KeepSubnormals keep;
+  const int64_t k0 = kb0 * kFp8GroupsPerBlock * 4, k1 = std::min(groups, kb1 * kFp8GroupsPerBlock) * 4, n = k1 - k0;
+  thread_local std::vector<float> xs;
+  xs.resize(static_cast<size_t>(mr * 4 * n));
+  float unit[kFp8MaxRows];
+  scaled_x(a, lda, mr, k0, k1, xs.data(), unit);
+  for (int p = 0; p < np; ++p) {
+    const uint8_t* wp = w + p * panel_stride;
+    const float* sp = scale + p * scale_stride;
     for (int m = 0; m < mr; m += 2) {
-      if (mr - m >= 2) gemv_panel<2>(a + m * lda, lda, wp, sp, kb0, kb1, groups, c + m * ldc + n * 16, ldc);
-      else gemv_panel<1>(a + m * lda, lda, wp, sp, kb0, kb1, groups, c + m * ldc + n * 16, ldc);
+      if (mr - m >= 2) gemv_panel<2>(xs.data() + m * 4 * n, 4 * n, wp, sp, kb0, kb1, groups, unit + m, c + m * ldc + p * 16, ldc);
+      else gemv_panel<1>(xs.data() + m * 4 * n, 4 * n, wp, sp, kb0, kb1, groups, unit + m, c + m * ldc + p * 16, ldc);
     }
   }
 #else
