@@ -1,8 +1,9 @@
 // Hot loops of the sparse flash attention, compiled once per ISA (layouts: sparse_flash_attn_isa.h).
-// AVX-512 BF16: vdpbf16ps on pair-interleaved operands. AVX2: the same operands split into even and
-// odd halves for two fp32 FMAs. Portable: plain loops.
+// AVX-512 BF16: vdpbf16ps on pair-interleaved operands. AVX2: queries and values split into even and
+// odd halves for two fp32 FMAs, keys and probabilities broadcast from fp32 copies. Portable: plain loops.
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "sparse_flash_attn_isa.h"
 
@@ -121,58 +122,63 @@ static inline __m256 odd_ps(__m256i v) {
   return _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
 }
 
-// 16 lanes as two ymm halves; fewer registers than AVX-512, so one 16-column vector per tile.
-template <int MR, int NB>
-void scores_tile(const bf16_t* keys, int64_t ldk, const uint32_t* q, int64_t dp2, int64_t hpad, float scale, float* s) {
-  for (int j = 0; j < NB; ++j) {
-    __m256 acc[MR][2];
-    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-    for (int64_t p = 0; p < dp2; ++p) {
-      const __m256i w0 = _mm256_loadu_si256((const __m256i*)(q + p * hpad + j * 16));
-      const __m256i w1 = _mm256_loadu_si256((const __m256i*)(q + p * hpad + j * 16 + 8));
-      const __m256 e0 = even_ps(w0), o0 = odd_ps(w0), e1 = even_ps(w1), o1 = odd_ps(w1);
-      for (int i = 0; i < MR; ++i) {
-        const uint32_t pr = load_pair(keys + i * ldk + 2 * p);
-        const __m256 ae = _mm256_set1_ps(bf16_to_f32(static_cast<bf16_t>(pr))), ao = _mm256_set1_ps(bf16_to_f32(pr >> 16));
-        acc[i][0] = _mm256_fmadd_ps(ao, o0, _mm256_fmadd_ps(ae, e0, acc[i][0]));
-        acc[i][1] = _mm256_fmadd_ps(ao, o1, _mm256_fmadd_ps(ae, e1, acc[i][1]));
-      }
-    }
-    const __m256 sc = _mm256_set1_ps(scale);
+// Without a bf16 dot, the pair operands (queries, values) are widened in the loop (two ops per 8
+// pairs); the broadcast operands (keys, probabilities) come as fp32 copies, so that each broadcast is a
+// load: widening and broadcasting a scalar pair cost more than the four FMAs it feeds.
+
+// s[t][h] for MR keys (fp32 rows, ldk apart, 2 * dp2 values) and 16 heads of q pairs [dp2][hpad].
+template <int MR>
+void scores_tile(const float* k, int64_t ldk, const uint32_t* q, int64_t dp2, int64_t hpad, float scale, float* s) {
+  __m256 acc[MR][2];
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < dp2; ++p) {
+    const __m256i w0 = _mm256_loadu_si256((const __m256i*)(q + p * hpad));
+    const __m256i w1 = _mm256_loadu_si256((const __m256i*)(q + p * hpad + 8));
+    const __m256 e0 = even_ps(w0), o0 = odd_ps(w0), e1 = even_ps(w1), o1 = odd_ps(w1);
     for (int i = 0; i < MR; ++i) {
-      _mm256_storeu_ps(s + i * hpad + j * 16, _mm256_mul_ps(acc[i][0], sc));
-      _mm256_storeu_ps(s + i * hpad + j * 16 + 8, _mm256_mul_ps(acc[i][1], sc));
+      const __m256 ae = _mm256_broadcast_ss(k + i * ldk + 2 * p), ao = _mm256_broadcast_ss(k + i * ldk + 2 * p + 1);
+      acc[i][0] = _mm256_fmadd_ps(ao, o0, _mm256_fmadd_ps(ae, e0, acc[i][0]));
+      acc[i][1] = _mm256_fmadd_ps(ao, o1, _mm256_fmadd_ps(ae, e1, acc[i][1]));
     }
+  }
+  const __m256 sc = _mm256_set1_ps(scale);
+  for (int i = 0; i < MR; ++i) {
+    _mm256_storeu_ps(s + i * hpad, _mm256_mul_ps(acc[i][0], sc));
+    _mm256_storeu_ps(s + i * hpad + 8, _mm256_mul_ps(acc[i][1], sc));
   }
 }
 
-template <int MR, int NB>
-void pv_tile(const uint32_t* ppair, int64_t hpad, int64_t np, const uint32_t* vint, int64_t dv16, const float* alpha,
-             float* o) {
-  for (int j = 0; j < NB; ++j) {
-    __m256 acc[MR][2];
+// o[h][16 columns] = alpha[h] o + Σ P V for MR heads; P fp32 [2 * np][hpad], V pairs [np][dv16].
+template <int MR>
+void pv_tile(const float* p, int64_t hpad, int64_t np, const uint32_t* vint, int64_t dv16, const float* alpha, float* o) {
+  __m256 acc[MR][2];
+  for (int i = 0; i < MR; ++i) {
+    const __m256 a = _mm256_set1_ps(alpha[i]);
+    acc[i][0] = _mm256_mul_ps(_mm256_loadu_ps(o + i * dv16), a);
+    acc[i][1] = _mm256_mul_ps(_mm256_loadu_ps(o + i * dv16 + 8), a);
+  }
+  for (int64_t jp = 0; jp < np; ++jp) {
+    const __m256i w0 = _mm256_loadu_si256((const __m256i*)(vint + jp * dv16));
+    const __m256i w1 = _mm256_loadu_si256((const __m256i*)(vint + jp * dv16 + 8));
+    const __m256 e0 = even_ps(w0), o0 = odd_ps(w0), e1 = even_ps(w1), o1 = odd_ps(w1);
     for (int i = 0; i < MR; ++i) {
-      const __m256 a = _mm256_set1_ps(alpha[i]);
-      acc[i][0] = _mm256_mul_ps(_mm256_loadu_ps(o + i * dv16 + j * 16), a);
-      acc[i][1] = _mm256_mul_ps(_mm256_loadu_ps(o + i * dv16 + j * 16 + 8), a);
-    }
-    for (int64_t jp = 0; jp < np; ++jp) {
-      const __m256i w0 = _mm256_loadu_si256((const __m256i*)(vint + jp * dv16 + j * 16));
-      const __m256i w1 = _mm256_loadu_si256((const __m256i*)(vint + jp * dv16 + j * 16 + 8));
-      const __m256 e0 = even_ps(w0), o0 = odd_ps(w0), e1 = even_ps(w1), o1 = odd_ps(w1);
-      for (int i = 0; i < MR; ++i) {
-        const uint32_t pr = ppair[jp * hpad + i];
-        const __m256 ae = _mm256_set1_ps(bf16_to_f32(static_cast<bf16_t>(pr))), ao = _mm256_set1_ps(bf16_to_f32(pr >> 16));
-        acc[i][0] = _mm256_fmadd_ps(ao, o0, _mm256_fmadd_ps(ae, e0, acc[i][0]));
-        acc[i][1] = _mm256_fmadd_ps(ao, o1, _mm256_fmadd_ps(ae, e1, acc[i][1]));
-      }
-    }
-    for (int i = 0; i < MR; ++i) {
-      _mm256_storeu_ps(o + i * dv16 + j * 16, acc[i][0]);
-      _mm256_storeu_ps(o + i * dv16 + j * 16 + 8, acc[i][1]);
+      const __m256 ae = _mm256_broadcast_ss(p + 2 * jp * hpad + i), ao = _mm256_broadcast_ss(p + (2 * jp + 1) * hpad + i);
+      acc[i][0] = _mm256_fmadd_ps(ao, o0, _mm256_fmadd_ps(ae, e0, acc[i][0]));
+      acc[i][1] = _mm256_fmadd_ps(ao, o1, _mm256_fmadd_ps(ae, e1, acc[i][1]));
     }
   }
+  for (int i = 0; i < MR; ++i) {
+    _mm256_storeu_ps(o + i * dv16, acc[i][0]);
+    _mm256_storeu_ps(o + i * dv16 + 8, acc[i][1]);
+  }
 }
+
+// Rows per tile: 2 * kRows accumulators, four widened operands and two broadcasts fit the 16 registers.
+constexpr int kRows = 4;
+using ScoresRows = void (*)(const float*, int64_t, const uint32_t*, int64_t, int64_t, float, float*);
+using PvRows = void (*)(const float*, int64_t, int64_t, const uint32_t*, int64_t, const float*, float*);
+constexpr ScoresRows scores_by_rows[kRows] = {scores_tile<1>, scores_tile<2>, scores_tile<3>, scores_tile<4>};
+constexpr PvRows pv_by_rows[kRows] = {pv_tile<1>, pv_tile<2>, pv_tile<3>, pv_tile<4>};
 
 #else  // portable
 
@@ -209,6 +215,7 @@ void pv_tile(const uint32_t* ppair, int64_t hpad, int64_t np, const uint32_t* vi
 
 #endif
 
+#if !defined(__AVX2__) || defined(__AVX512BF16__)
 using ScoresFn = void (*)(const bf16_t*, int64_t, const uint32_t*, int64_t, int64_t, float, float*);
 using PvFn = void (*)(const uint32_t*, int64_t, int64_t, const uint32_t*, int64_t, const float*, float*);
 
@@ -219,12 +226,32 @@ constexpr const ScoresFn* scores_table[kMR] = {scores_row<1>, scores_row<2>, sco
 template <int MR>
 constexpr PvFn pv_row[kNB] = {pv_tile<MR, 1>, pv_tile<MR, 2>, pv_tile<MR, 3>, pv_tile<MR, 4>};
 constexpr const PvFn* pv_table[kMR] = {pv_row<1>, pv_row<2>, pv_row<3>, pv_row<4>, pv_row<5>, pv_row<6>};
+#endif
 
 }  // namespace
 
 void sfa_scores(const bf16_t* keys, int64_t ldk, int64_t nt, const uint32_t* qpack, int64_t dp2, int64_t hv,
                 float scale, float* s) {
   const int64_t hpad = hv * 16;
+#if defined(__AVX2__) && !defined(__AVX512BF16__)
+  // Keys kRows rows at a time as fp32 (in L1 while every head vector passes over them).
+  const int64_t d2 = 2 * dp2;
+  thread_local std::vector<float> kf;
+  kf.resize(static_cast<size_t>(kRows * d2));
+  for (int64_t t0 = 0; t0 < nt; t0 += kRows) {
+    const int mr = static_cast<int>(nt - t0 < kRows ? nt - t0 : kRows);
+    for (int i = 0; i < mr; ++i) {
+      const bf16_t* kr = keys + (t0 + i) * ldk;
+      float* kd = kf.data() + i * d2;
+      int64_t d = 0;
+      for (; d + 8 <= d2; d += 8)
+        _mm256_storeu_ps(kd + d, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(kr + d))), 16)));
+      for (; d < d2; ++d) kd[d] = bf16_to_f32(kr[d]);
+    }
+    for (int64_t v0 = 0; v0 < hv; ++v0)
+      scores_by_rows[mr - 1](kf.data(), d2, qpack + v0 * 16, dp2, hpad, scale, s + t0 * hpad + v0 * 16);
+  }
+#else
   for (int64_t v0 = 0; v0 < hv; v0 += kNB) {
     const int nb = static_cast<int>(hv - v0 < kNB ? hv - v0 : kNB);
     for (int64_t t0 = 0; t0 < nt; t0 += kMR) {
@@ -232,6 +259,7 @@ void sfa_scores(const bf16_t* keys, int64_t ldk, int64_t nt, const uint32_t* qpa
       scores_table[mr - 1][nb - 1](keys + t0 * ldk, ldk, qpack + v0 * 16, dp2, hpad, scale, s + t0 * hpad + v0 * 16);
     }
   }
+#endif
 }
 
 void sfa_softmax(const float* s, int64_t nt, int64_t hv, float* m, float* l, float* alpha, uint32_t* ppair) {
@@ -303,6 +331,22 @@ void sfa_softmax(const float* s, int64_t nt, int64_t hv, float* m, float* l, flo
 void sfa_pv(const uint32_t* ppair, int64_t hpad, int64_t np, const uint32_t* vint, int64_t dv16, const float* alpha,
             float* o, int64_t nh) {
   const int64_t cv = dv16 / 16;
+#if defined(__AVX2__) && !defined(__AVX512BF16__)
+  // P as fp32 [2 * np][hpad] once per call (a missing odd key has P = 0).
+  thread_local std::vector<float> pf;
+  pf.resize(static_cast<size_t>(2 * np * hpad));
+  for (int64_t jp = 0; jp < np; ++jp)
+    for (int64_t h = 0; h < hpad; h += 8) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(ppair + jp * hpad + h));
+      _mm256_storeu_ps(pf.data() + 2 * jp * hpad + h, even_ps(v));
+      _mm256_storeu_ps(pf.data() + (2 * jp + 1) * hpad + h, odd_ps(v));
+    }
+  for (int64_t c0 = 0; c0 < cv; ++c0)
+    for (int64_t h0 = 0; h0 < nh; h0 += kRows) {
+      const int mr = static_cast<int>(nh - h0 < kRows ? nh - h0 : kRows);
+      pv_by_rows[mr - 1](pf.data() + h0, hpad, np, vint + c0 * 16, dv16, alpha + h0, o + h0 * dv16 + c0 * 16);
+    }
+#else
   for (int64_t c0 = 0; c0 < cv; c0 += kNB) {
     const int nb = static_cast<int>(cv - c0 < kNB ? cv - c0 : kNB);
     for (int64_t h0 = 0; h0 < nh; h0 += kMR) {
@@ -310,6 +354,7 @@ void sfa_pv(const uint32_t* ppair, int64_t hpad, int64_t np, const uint32_t* vin
       pv_table[mr - 1][nb - 1](ppair + h0, hpad, np, vint + c0 * 16, dv16, alpha + h0, o + h0 * dv16 + c0 * 16);
     }
   }
+#endif
 }
 
 void sfa_interleave(const bf16_t* r0, const bf16_t* r1, int64_t dv, int64_t dv16, uint32_t* dst) {
