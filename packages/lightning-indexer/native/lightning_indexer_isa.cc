@@ -1,11 +1,12 @@
 // Score kernels of the lightning indexer, one copy per ISA. The query block of one row is packed once
-// and stays in L1 while key rows stream past it: each step broadcasts one key's (d, d+1) pair and
-// multiplies it into 16 heads at a time, so the [heads x 16-key] product needs no key transpose.
+// and stays in L1 while key rows stream past it: each step broadcasts one key's value (AVX-512: its
+// (d, d+1) pair) and multiplies it into a vector of heads, so the product needs no key transpose.
 //   AVX-512 BF16: query as bf16 pairs [dim/2][heads][2]; vdpbf16ps does the pair multiply-add.
-//   AVX2:         query as fp32 [dim][heads]; the key pair is split into two fp32 broadcasts.
+//   AVX2:         query as fp32 [dim][heads]; a few keys at a time widened to fp32, one broadcast each.
 //   portable:     query as fp32 [heads][dim], one dot product at a time.
 // All accumulate in fp32; the ReLU-weighted head sum is fp32 too.
 #include <cstring>
+#include <vector>
 
 #include "lightning_indexer_isa.h"
 
@@ -75,8 +76,10 @@ void tile(const float* w, const bf16_t* q, int64_t hp, int64_t dim, int64_t hv0,
 #elif defined(__AVX2__)
 
 constexpr int64_t kLanes = 8;
-constexpr int kMaxKeys = 2;     // 2 keys x 4 head vectors = 8 accumulators, 4 key and 2 query registers
-constexpr int kMaxHeadVecs = 4;
+// 6 keys x 2 head vectors = 12 accumulators, each advanced by one FMA per dimension (twelve chains
+// keep both FMA pipes busy), 2 query and 1 key register; keys come as fp32 (see score_run).
+constexpr int kMaxKeys = 6;
+constexpr int kMaxHeadVecs = 2;
 
 inline int64_t padded_heads(int64_t heads) { return round_up(heads, kLanes); }
 
@@ -88,35 +91,25 @@ inline float hsum(__m256 v) {
 }
 
 template <int MK, int NH>
-void tile(const float* w, const float* q, int64_t hp, int64_t dim, int64_t hv0, const bf16_t* k, float* out,
-          bool first) {
-  const __m256i hi_mask = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+void tile(const float* w, const float* q, int64_t hp, int64_t dim, int64_t hv0, const float* k, float* out, bool first) {
   __m256 acc[MK][NH];
   for (int m = 0; m < MK; ++m)
     for (int n = 0; n < NH; ++n) acc[m][n] = _mm256_setzero_ps();
   const float* qp = q + hv0 * kLanes;
-  const int64_t pairs = dim / 2;
-  for (int64_t dp = 0; dp < pairs; ++dp, qp += 2 * hp) {
-    __m256 ke[MK], ko[MK];
+  for (int64_t d = 0; d < dim; ++d, qp += hp) {
+    __m256 qv[NH];
+    for (int n = 0; n < NH; ++n) qv[n] = _mm256_loadu_ps(qp + n * kLanes);
     for (int m = 0; m < MK; ++m) {
-      const __m256i pair = _mm256_set1_epi32(load_pair(k + m * dim + 2 * dp));
-      ke[m] = _mm256_castsi256_ps(_mm256_slli_epi32(pair, 16));
-      ko[m] = _mm256_castsi256_ps(_mm256_and_si256(pair, hi_mask));
-    }
-    for (int n = 0; n < NH; ++n) {
-      const __m256 qe = _mm256_loadu_ps(qp + n * kLanes), qo = _mm256_loadu_ps(qp + hp + n * kLanes);
-      for (int m = 0; m < MK; ++m) acc[m][n] = _mm256_fmadd_ps(qo, ko[m], _mm256_fmadd_ps(qe, ke[m], acc[m][n]));
+      const __m256 kv = _mm256_broadcast_ss(k + m * dim + d);
+      for (int n = 0; n < NH; ++n) acc[m][n] = _mm256_fmadd_ps(qv[n], kv, acc[m][n]);
     }
   }
-  if (dim & 1) {
-    for (int m = 0; m < MK; ++m) {
-      const __m256 ke = _mm256_set1_ps(bf16_to_f32(k[m * dim + dim - 1]));
-      for (int n = 0; n < NH; ++n) acc[m][n] = _mm256_fmadd_ps(_mm256_loadu_ps(qp + n * kLanes), ke, acc[m][n]);
-    }
-  }
+  // Unrolled, so the accumulators stay registers (a loop here made gcc store them at every step).
   const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 8
   for (int m = 0; m < MK; ++m) {
     __m256 v = zero;
+#pragma GCC unroll 4
     for (int n = 0; n < NH; ++n)
       v = _mm256_fmadd_ps(_mm256_max_ps(acc[m][n], zero), _mm256_loadu_ps(w + (hv0 + n) * kLanes), v);
     const float s = hsum(v);
@@ -137,19 +130,23 @@ inline int64_t q_elems(int64_t hp, int64_t dim) { return round_up(dim, 2) * hp; 
 inline void q_put(QElem* q, int64_t hp, int64_t h, int64_t d, bf16_t v) { q[((d >> 1) * hp + h) * 2 + (d & 1)] = v; }
 #else
 using QElem = float;
-// fp32 rows of heads: (d, h) at d * hp + h, dim rounded up to even.
+// fp32 rows of heads: (d, h) at d * hp + h (dim rounded up to even: the size of earlier versions).
 inline int64_t q_elems(int64_t hp, int64_t dim) { return round_up(dim, 2) * hp; }
 inline void q_put(QElem* q, int64_t hp, int64_t h, int64_t d, bf16_t v) { q[d * hp + h] = bf16_to_f32(v); }
 #endif
 
+#if defined(__AVX512BF16__)
+using KElem = bf16_t;
 using TileFn = void (*)(const float*, const QElem*, int64_t, int64_t, int64_t, const bf16_t*, float*, bool);
-
 template <int MK>
 constexpr TileFn tile_row[kMaxHeadVecs] = {tile<MK, 1>, tile<MK, 2>, tile<MK, 3>, tile<MK, 4>};
-#if defined(__AVX512BF16__)
 constexpr const TileFn* tile_table[kMaxKeys] = {tile_row<1>, tile_row<2>, tile_row<3>, tile_row<4>};
 #else
-constexpr const TileFn* tile_table[kMaxKeys] = {tile_row<1>, tile_row<2>};
+using KElem = float;
+using TileFn = void (*)(const float*, const QElem*, int64_t, int64_t, int64_t, const float*, float*, bool);
+template <int MK>
+constexpr TileFn tile_row[kMaxHeadVecs] = {tile<MK, 1>, tile<MK, 2>};
+constexpr const TileFn* tile_table[kMaxKeys] = {tile_row<1>, tile_row<2>, tile_row<3>, tile_row<4>, tile_row<5>, tile_row<6>};
 #endif
 
 int64_t query_bytes(int64_t heads, int64_t dim) {
@@ -173,11 +170,29 @@ void score_run(const void* qpack, int64_t heads, int64_t dim, const bf16_t* keys
   const auto* w = static_cast<const float*>(qpack);
   const auto* q = reinterpret_cast<const QElem*>(w + hp);
   const int64_t vecs = hp / kLanes;
+#if !defined(__AVX512BF16__)
+  // Without a bf16 dot, the keys of a tile are widened to fp32 once (in L1 for every head pass), so
+  // each multiply takes a broadcast load and no per-pair shifts.
+  thread_local std::vector<float> kf;
+  kf.resize(static_cast<size_t>(kMaxKeys * dim));
+#endif
   for (int64_t j = 0; j < n; j += kMaxKeys) {
     const int mk = static_cast<int>(n - j < kMaxKeys ? n - j : kMaxKeys);
+#if defined(__AVX512BF16__)
+    const KElem* kt = keys + j * dim;
+#else
+    const KElem* kt = kf.data();
+    const int64_t count = mk * dim;
+    const bf16_t* src = keys + j * dim;
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8)
+      _mm256_storeu_ps(kf.data() + i, _mm256_castsi256_ps(_mm256_slli_epi32(
+                                          _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))), 16)));
+    for (; i < count; ++i) kf[i] = bf16_to_f32(src[i]);
+#endif
     for (int64_t v = 0; v < vecs; v += kMaxHeadVecs) {
       const int nh = static_cast<int>(vecs - v < kMaxHeadVecs ? vecs - v : kMaxHeadVecs);
-      tile_table[mk - 1][nh - 1](w, q, hp, dim, v, keys + j * dim, out + j, v == 0);
+      tile_table[mk - 1][nh - 1](w, q, hp, dim, v, kt, out + j, v == 0);
     }
   }
 }

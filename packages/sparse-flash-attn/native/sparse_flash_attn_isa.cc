@@ -130,6 +130,7 @@ static inline __m256 odd_ps(__m256i v) {
 template <int MR>
 void scores_tile(const float* k, int64_t ldk, const uint32_t* q, int64_t dp2, int64_t hpad, float scale, float* s) {
   __m256 acc[MR][2];
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
   for (int64_t p = 0; p < dp2; ++p) {
     const __m256i w0 = _mm256_loadu_si256((const __m256i*)(q + p * hpad));
@@ -141,7 +142,9 @@ void scores_tile(const float* k, int64_t ldk, const uint32_t* q, int64_t dp2, in
       acc[i][1] = _mm256_fmadd_ps(ao, o1, _mm256_fmadd_ps(ae, e1, acc[i][1]));
     }
   }
+  // Unrolled loops around the accumulators keep them in registers (else gcc stores them every step).
   const __m256 sc = _mm256_set1_ps(scale);
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     _mm256_storeu_ps(s + i * hpad, _mm256_mul_ps(acc[i][0], sc));
     _mm256_storeu_ps(s + i * hpad + 8, _mm256_mul_ps(acc[i][1], sc));
@@ -152,6 +155,7 @@ void scores_tile(const float* k, int64_t ldk, const uint32_t* q, int64_t dp2, in
 template <int MR>
 void pv_tile(const float* p, int64_t hpad, int64_t np, const uint32_t* vint, int64_t dv16, const float* alpha, float* o) {
   __m256 acc[MR][2];
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     const __m256 a = _mm256_set1_ps(alpha[i]);
     acc[i][0] = _mm256_mul_ps(_mm256_loadu_ps(o + i * dv16), a);
@@ -167,6 +171,7 @@ void pv_tile(const float* p, int64_t hpad, int64_t np, const uint32_t* vint, int
       acc[i][1] = _mm256_fmadd_ps(ao, o1, _mm256_fmadd_ps(ae, e1, acc[i][1]));
     }
   }
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     _mm256_storeu_ps(o + i * dv16, acc[i][0]);
     _mm256_storeu_ps(o + i * dv16 + 8, acc[i][1]);
