@@ -307,6 +307,30 @@ void gemv_scalar(const bf16_t* a, int64_t lda, int mr, const uint8_t* w, int64_t
 
 // The conversion to bf16 for AVX2 and scalar (it runs once per weight and prefill task).
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// Lane L of a group (16 bytes: columns 4L..4L+3, k-pairs 0 and 1) becomes 16 bf16 whose low half
+// belongs to k-pair line 2g and high half to line 2g + 1, at columns 4L..4L+3.
+void panel_to_bf16_avx2(const uint8_t* src, int64_t groups, const int* exp2, bf16_t* dst) {
+  const __m256i mag_mask = _mm256_set1_epi16(0x7fff), inf = _mm256_set1_epi16(0x7f80);
+  for (int64_t g = 0; g < groups; ++g) {
+    const __m256i add = _mm256_set1_epi16(static_cast<int16_t>(exp2 ? exp2[g / kFp8GroupsPerBlock] * 128 : 0));
+    bf16_t* line0 = dst + 2 * g * 32;
+    for (int l = 0; l < 4; ++l) {
+      __m256i v = e4m3x16_to_bf16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + g * 64 + l * 16)));
+      if (exp2 != nullptr) {
+        // Scale by a power of two: add to the exponent of every finite non-zero value.
+        const __m256i a = _mm256_and_si256(v, mag_mask);
+        const __m256i keep = _mm256_or_si256(_mm256_cmpeq_epi16(a, _mm256_setzero_si256()), _mm256_cmpgt_epi16(a, _mm256_sub_epi16(inf, _mm256_set1_epi16(1))));
+        v = _mm256_add_epi16(v, _mm256_andnot_si256(keep, add));
+      }
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(line0 + l * 8), _mm256_castsi256_si128(v));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(line0 + 32 + l * 8), _mm256_extracti128_si256(v, 1));
+    }
+  }
+}
+#endif
+
+#if !defined(__AVX2__)
 void panel_to_bf16_scalar(const uint8_t* src, int64_t groups, const int* exp2, bf16_t* dst) {
   const Fp8Lut& t = fp8_lut();
   for (int64_t g = 0; g < groups; ++g) {
@@ -321,6 +345,7 @@ void panel_to_bf16_scalar(const uint8_t* src, int64_t groups, const int* exp2, b
     }
   }
 }
+#endif
 
 }  // namespace
 
@@ -364,12 +389,13 @@ void fp8_gemv_tile(const bf16_t* a, int64_t lda, int mr, const uint8_t* w, int64
 
 void fp8_panel_to_bf16(const uint8_t* src, int64_t groups, const int* exp2, bf16_t* dst) {
 #if defined(__AVX512F__)
-  if (cpu_features().avx512vbmi) {
-    panel_to_bf16_vbmi(src, groups, exp2, dst);
-    return;
-  }
-#endif
+  if (cpu_features().avx512vbmi) panel_to_bf16_vbmi(src, groups, exp2, dst);
+  else avx2::fp8_panel_to_bf16(src, groups, exp2, dst);
+#elif defined(__AVX2__)
+  panel_to_bf16_avx2(src, groups, exp2, dst);
+#else
   panel_to_bf16_scalar(src, groups, exp2, dst);
+#endif
 }
 
 }  // namespace DSA_ISA_NS
