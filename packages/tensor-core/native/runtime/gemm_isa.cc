@@ -3,6 +3,7 @@
 // scalar path does the same arithmetic one element at a time. All accumulate in fp32.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "gemm_kernels.h"
 
@@ -135,34 +136,59 @@ void direct_kernel(const bf16_t* a, int64_t lda, const bf16_t* w, int64_t rs, in
 
 #elif defined(__AVX2__)
 
-// One 16-column panel at a time: 2 ymm accumulators per row.
+// One 16-column panel and up to 4 rows at a time: 8 accumulators, the panel's widened (even, odd)
+// halves and two broadcasts fit the 16 registers. x comes as fp32 (widened once per call), so each
+// broadcast is a load; loops around the accumulators are unrolled so they stay registers.
+template <int MR>
+void packed_rows(const float* a, int64_t lda, const bf16_t* bp, int64_t kp2, float* cp, int64_t ldc, bool accumulate) {
+  const __m256i hi_mask = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  __m256 acc[MR][2];
+#pragma GCC unroll 4
+  for (int m = 0; m < MR; ++m)
+    for (int h = 0; h < 2; ++h) acc[m][h] = accumulate ? _mm256_loadu_ps(cp + m * ldc + h * 8) : _mm256_setzero_ps();
+  for (int64_t kk = 0; kk < kp2; ++kk) {
+    const __m256i v0 = _mm256_loadu_si256((const __m256i*)(bp + kk * 32));
+    const __m256i v1 = _mm256_loadu_si256((const __m256i*)(bp + kk * 32 + 16));
+    const __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
+    const __m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi_mask));
+    const __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
+    const __m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi_mask));
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m) {
+      const __m256 a0 = _mm256_broadcast_ss(a + m * lda + 2 * kk), a1 = _mm256_broadcast_ss(a + m * lda + 2 * kk + 1);
+      acc[m][0] = _mm256_fmadd_ps(a1, o0, _mm256_fmadd_ps(a0, e0, acc[m][0]));
+      acc[m][1] = _mm256_fmadd_ps(a1, o1, _mm256_fmadd_ps(a0, e1, acc[m][1]));
+    }
+  }
+#pragma GCC unroll 4
+  for (int m = 0; m < MR; ++m)
+    for (int h = 0; h < 2; ++h) _mm256_storeu_ps(cp + m * ldc + h * 8, acc[m][h]);
+}
+
 template <int MR, int NB>
 void packed_kernel(const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ps, int64_t kp2, float* c, int64_t ldc,
                    bool accumulate) {
-  const __m256i hi_mask = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
-  for (int n = 0; n < NB; ++n) {
-    const bf16_t* bp = b + n * ps;
-    float* cp = c + n * 16;
-    __m256 acc[MR][2];
-    for (int m = 0; m < MR; ++m)
-      for (int h = 0; h < 2; ++h) acc[m][h] = accumulate ? _mm256_loadu_ps(cp + m * ldc + h * 8) : _mm256_setzero_ps();
-    for (int64_t kk = 0; kk < kp2; ++kk) {
-      const __m256i v0 = _mm256_loadu_si256((const __m256i*)(bp + kk * 32));
-      const __m256i v1 = _mm256_loadu_si256((const __m256i*)(bp + kk * 32 + 16));
-      const __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
-      const __m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi_mask));
-      const __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
-      const __m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi_mask));
-      for (int m = 0; m < MR; ++m) {
-        const __m256 a0 = _mm256_set1_ps(bf16_to_f32(a[m * lda + 2 * kk]));
-        const __m256 a1 = _mm256_set1_ps(bf16_to_f32(a[m * lda + 2 * kk + 1]));
-        acc[m][0] = _mm256_fmadd_ps(a1, o0, _mm256_fmadd_ps(a0, e0, acc[m][0]));
-        acc[m][1] = _mm256_fmadd_ps(a1, o1, _mm256_fmadd_ps(a0, e1, acc[m][1]));
+  thread_local std::vector<float> af;
+  const int64_t k2 = 2 * kp2;
+  af.resize(static_cast<size_t>(MR * k2));
+  for (int m = 0; m < MR; ++m) {
+    int64_t k = 0;
+    for (; k + 8 <= k2; k += 8)
+      _mm256_storeu_ps(af.data() + m * k2 + k, _mm256_castsi256_ps(_mm256_slli_epi32(
+                                                   _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(a + m * lda + k))), 16)));
+    for (; k < k2; ++k) af[m * k2 + k] = bf16_to_f32(a[m * lda + k]);
+  }
+  for (int n = 0; n < NB; ++n)
+    for (int m = 0; m < MR; m += 4) {
+      const float* am = af.data() + m * k2;
+      float* cp = c + m * ldc + n * 16;
+      switch (MR - m < 4 ? MR - m : 4) {
+        case 1: packed_rows<1>(am, k2, b + n * ps, kp2, cp, ldc, accumulate); break;
+        case 2: packed_rows<2>(am, k2, b + n * ps, kp2, cp, ldc, accumulate); break;
+        case 3: packed_rows<3>(am, k2, b + n * ps, kp2, cp, ldc, accumulate); break;
+        default: packed_rows<4>(am, k2, b + n * ps, kp2, cp, ldc, accumulate); break;
       }
     }
-    for (int m = 0; m < MR; ++m)
-      for (int h = 0; h < 2; ++h) _mm256_storeu_ps(cp + m * ldc + h * 8, acc[m][h]);
-  }
 }
 
 template <int MR, int NB>
