@@ -85,8 +85,8 @@ void fp8_query(const bf16_t* q, const bf16_t* w, int64_t heads, int64_t dim, flo
 
 void score_run_fp8(const void* qpack, int64_t heads, int64_t dim, const uint8_t* rows, int64_t n, const uint8_t* after,
                    int64_t after_n, float* out) {
-  constexpr int64_t kKeys = 32;       // 8 KB of bf16 keys at dim 128
-  constexpr int64_t kSubKeys = 8;     // keys scored between two rounds of prefetches
+  constexpr int64_t kKeys = 48;       // 12 KB of bf16 keys at dim 128
+  constexpr int64_t kSubKeys = 12;    // keys scored between two rounds of prefetches (whole 4- and 6-key tiles)
   constexpr int64_t kAheadKeys = 32;  // prefetch distance, in keys
   bf16_t keys[kKeys * kFp8Block];
   const int64_t rb = fp8_index_row_bytes(dim);
