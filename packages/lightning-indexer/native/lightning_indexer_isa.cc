@@ -136,13 +136,11 @@ inline void q_put(QElem* q, int64_t hp, int64_t h, int64_t d, bf16_t v) { q[d * 
 #endif
 
 #if defined(__AVX512BF16__)
-using KElem = bf16_t;
 using TileFn = void (*)(const float*, const QElem*, int64_t, int64_t, int64_t, const bf16_t*, float*, bool);
 template <int MK>
 constexpr TileFn tile_row[kMaxHeadVecs] = {tile<MK, 1>, tile<MK, 2>, tile<MK, 3>, tile<MK, 4>};
 constexpr const TileFn* tile_table[kMaxKeys] = {tile_row<1>, tile_row<2>, tile_row<3>, tile_row<4>};
 #else
-using KElem = float;
 using TileFn = void (*)(const float*, const QElem*, int64_t, int64_t, int64_t, const float*, float*, bool);
 template <int MK>
 constexpr TileFn tile_row[kMaxHeadVecs] = {tile<MK, 1>, tile<MK, 2>};
@@ -165,37 +163,52 @@ void pack_query(const bf16_t* q, const bf16_t* w, int64_t heads, int64_t dim, vo
   }
 }
 
+#if defined(__AVX512BF16__)
 void score_run(const void* qpack, int64_t heads, int64_t dim, const bf16_t* keys, int64_t n, float* out) {
   const int64_t hp = padded_heads(heads);
   const auto* w = static_cast<const float*>(qpack);
   const auto* q = reinterpret_cast<const QElem*>(w + hp);
   const int64_t vecs = hp / kLanes;
-#if !defined(__AVX512BF16__)
-  // Without a bf16 dot, the keys of a tile are widened to fp32 once (in L1 for every head pass), so
+  for (int64_t j = 0; j < n; j += kMaxKeys) {
+    const int mk = static_cast<int>(n - j < kMaxKeys ? n - j : kMaxKeys);
+    for (int64_t v = 0; v < vecs; v += kMaxHeadVecs) {
+      const int nh = static_cast<int>(vecs - v < kMaxHeadVecs ? vecs - v : kMaxHeadVecs);
+      tile_table[mk - 1][nh - 1](w, q, hp, dim, v, keys + j * dim, out + j, v == 0);
+    }
+  }
+}
+#else
+void score_run_f32(const void* qpack, int64_t heads, int64_t dim, const float* keys, int64_t n, float* out) {
+  const int64_t hp = padded_heads(heads);
+  const auto* w = static_cast<const float*>(qpack);
+  const auto* q = reinterpret_cast<const QElem*>(w + hp);
+  const int64_t vecs = hp / kLanes;
+  for (int64_t j = 0; j < n; j += kMaxKeys) {
+    const int mk = static_cast<int>(n - j < kMaxKeys ? n - j : kMaxKeys);
+    for (int64_t v = 0; v < vecs; v += kMaxHeadVecs) {
+      const int nh = static_cast<int>(vecs - v < kMaxHeadVecs ? vecs - v : kMaxHeadVecs);
+      tile_table[mk - 1][nh - 1](w, q, hp, dim, v, keys + j * dim, out + j, v == 0);
+    }
+  }
+}
+
+void score_run(const void* qpack, int64_t heads, int64_t dim, const bf16_t* keys, int64_t n, float* out) {
+  // Without a bf16 dot, keys are widened to fp32 a tile at a time (in L1 for every head pass), so
   // each multiply takes a broadcast load and no per-pair shifts.
   thread_local std::vector<float> kf;
   kf.resize(static_cast<size_t>(kMaxKeys * dim));
-#endif
   for (int64_t j = 0; j < n; j += kMaxKeys) {
-    const int mk = static_cast<int>(n - j < kMaxKeys ? n - j : kMaxKeys);
-#if defined(__AVX512BF16__)
-    const KElem* kt = keys + j * dim;
-#else
-    const KElem* kt = kf.data();
-    const int64_t count = mk * dim;
+    const int64_t count = (n - j < kMaxKeys ? n - j : kMaxKeys) * dim;
     const bf16_t* src = keys + j * dim;
     int64_t i = 0;
     for (; i + 8 <= count; i += 8)
       _mm256_storeu_ps(kf.data() + i, _mm256_castsi256_ps(_mm256_slli_epi32(
                                           _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))), 16)));
     for (; i < count; ++i) kf[i] = bf16_to_f32(src[i]);
-#endif
-    for (int64_t v = 0; v < vecs; v += kMaxHeadVecs) {
-      const int nh = static_cast<int>(vecs - v < kMaxHeadVecs ? vecs - v : kMaxHeadVecs);
-      tile_table[mk - 1][nh - 1](w, q, hp, dim, v, kt, out + j, v == 0);
-    }
+    score_run_f32(qpack, heads, dim, kf.data(), count / dim, out + j);
   }
 }
+#endif
 
 #else  // portable
 

@@ -39,5 +39,16 @@ DSA_DECLARE_ISA_FN(void, score_run_fp8,
 }  // namespace li
 }  // namespace dsa
 
+#if defined(__AVX2__) && !defined(__AVX512BF16__)
+namespace dsa {
+namespace li {
+namespace DSA_ISA_NS {
+// AVX2 only: score_run over fp32 keys (n rows of dim), which both the bf16 and the FP8 key paths widen to.
+void score_run_f32(const void* qpack, int64_t heads, int64_t dim, const float* keys, int64_t n, float* out);
+}  // namespace DSA_ISA_NS
+}  // namespace li
+}  // namespace dsa
+#endif
+
 // The copy of an li kernel for the active ISA (dsa/isa.h's DSA_DISPATCH, for the dsa::li namespaces).
 #define LI_DISPATCH(name) ::dsa::dispatch(&::dsa::li::scalar::name, &::dsa::li::avx2::name, &::dsa::li::avx512::name)

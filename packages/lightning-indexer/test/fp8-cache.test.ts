@@ -80,6 +80,25 @@ describe.each(isas())('FP8 key cache (%s)', (isa: Isa) => {
     expect(Array.from(viaBf16.scores!.data)).toEqual(Array.from(got.scores!.data));
   });
 
+  it('a NaN code in a key reaches its score as on the bf16 path of the dequantized keys (ReLU of NaN: 0)', () => {
+    setIsa(isa);
+    const inputs = withFp8Keys(makeInputs({ b: 1, s1: 1, heads: 6, dim: 128, blockSize: 9, acts: [40], seed: 91 }));
+    const k = inputs.indexKCache as U8Tensor;
+    const slot = (j: number): number => inputs.blockTable.data[Math.floor(j / 9)]! * 9 + (j % 9);
+    k.data[slot(3) * 132 + 17] = 0x7f;  // key 3: one NaN code
+    k.data[slot(20) * 132 + 127] = 0xff;  // key 20: the other one, at the last dimension
+    const got = lightningIndexer(inputs, { topk: 40, returnScores: true });
+    const deq = { ...inputs, query: fp8IndexQueryToBf16(inputs.query), indexKCache: indexKeyCacheToBf16(k, 128) };
+    const viaBf16 = lightningIndexer(deq, { topk: 40, returnScores: true });
+    const a = Array.from(got.scores!.data), b = Array.from(viaBf16.scores!.data);
+    // Every head's dot product with keys 3 and 20 is NaN, which the kernels' ReLU (max with 0) turns to
+    // 0; a NaN code read as a finite value would give them ordinary scores.
+    expect([a[3], a[20]]).toEqual([0, 0]);
+    expect(a.filter((v) => v === 0).length).toBe(2);
+    expect(a).toEqual(b);
+    expect(Array.from(got.indices.data)).toEqual(Array.from(viaBf16.indices.data));
+  });
+
   it('keeps indices in range with NaN queries and NaN keys', () => {
     setIsa(isa);
     const inputs = makeInputs({ b: 2, s1: 1, heads: 4, dim: 128, blockSize: 8, acts: [30, 9], seed: 86 });
