@@ -119,8 +119,13 @@ void fp8_query(const bf16_t* q, const bf16_t* w, int64_t heads, int64_t dim, flo
 
 void score_run_fp8(const void* qpack, int64_t heads, int64_t dim, const uint8_t* rows, int64_t n, const uint8_t* after,
                    int64_t after_n, float* out) {
-  constexpr int64_t kKeys = 48;       // 12 KB of bf16 keys at dim 128
-  constexpr int64_t kSubKeys = 12;    // keys scored between two rounds of prefetches (whole 4- and 6-key tiles)
+#if defined(__AVX2__) && !defined(__AVX512BF16__)
+  constexpr int64_t kKeys = 48;       // 24 KB of fp32 keys at dim 128
+  constexpr int64_t kSubKeys = 12;    // keys scored between two rounds of prefetches: whole 6-key tiles
+#else
+  constexpr int64_t kKeys = 32;       // 8 KB of bf16 keys at dim 128
+  constexpr int64_t kSubKeys = 8;     // keys scored between two rounds of prefetches
+#endif
   constexpr int64_t kAheadKeys = 32;  // prefetch distance, in keys
 #if defined(__AVX2__) && !defined(__AVX512BF16__)
   float keys[kKeys * kFp8Block];  // AVX2 scores fp32 keys: widened once, straight from e4m3
