@@ -1,6 +1,6 @@
 // Hot loops of the sparse flash attention, compiled once per ISA (layouts: sparse_flash_attn_isa.h).
-// AVX-512 BF16: vdpbf16ps on pair-interleaved operands. AVX2: queries and values split into even and
-// odd halves for two fp32 FMAs, keys and probabilities broadcast from fp32 copies. Portable: plain loops.
+// AVX-512 BF16: vdpbf16ps on pair-interleaved operands. AVX2: fp32 FMAs, queries split into even and
+// odd halves in the loop, keys, probabilities and values from fp32 copies. Portable: plain loops.
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -122,9 +122,9 @@ static inline __m256 odd_ps(__m256i v) {
   return _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
 }
 
-// Without a bf16 dot, the pair operands (queries, values) are widened in the loop (two ops per 8
-// pairs); the broadcast operands (keys, probabilities) come as fp32 copies, so that each broadcast is a
-// load: widening and broadcasting a scalar pair cost more than the four FMAs it feeds.
+// Without a bf16 dot, the broadcast operands (keys, probabilities) come as fp32 copies, so that each
+// broadcast is a load (widening and broadcasting a scalar pair cost more than the FMAs it feeds); the
+// queries are widened in the loop (two ops per 8 pairs), the values once per 16 columns.
 
 // s[t][h] for MR keys (fp32 rows, ldk apart, 2 * dp2 values) and 16 heads of q pairs [dp2][hpad].
 template <int MR>
@@ -151,9 +151,20 @@ void scores_tile(const float* k, int64_t ldk, const uint32_t* q, int64_t dp2, in
   }
 }
 
-// o[h][16 columns] = alpha[h] o + Σ P V for MR heads; P fp32 [2 * np][hpad], V pairs [np][dv16].
+// Pairs [rows][ld] (cols of them) -> fp32 [2 * rows][cols]: the even halves, then the odd ones.
+static void split_pairs(const uint32_t* src, int64_t rows, int64_t ld, int64_t cols, float* dst) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; c += 8) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(src + r * ld + c));
+      _mm256_storeu_ps(dst + 2 * r * cols + c, even_ps(v));
+      _mm256_storeu_ps(dst + (2 * r + 1) * cols + c, odd_ps(v));
+    }
+}
+
+// o[h][16 columns] = alpha[h] o + Σ_t P[t][h] V[t] for MR heads; P fp32 [nt][hpad], V fp32 [nt][16]
+// (16 columns widened once for every head tile): one FMA per accumulator per key.
 template <int MR>
-void pv_tile(const float* p, int64_t hpad, int64_t np, const uint32_t* vint, int64_t dv16, const float* alpha, float* o) {
+void pv_tile(const float* p, int64_t hpad, int64_t nt, const float* v, const float* alpha, float* o, int64_t dv16) {
   __m256 acc[MR][2];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
@@ -161,14 +172,13 @@ void pv_tile(const float* p, int64_t hpad, int64_t np, const uint32_t* vint, int
     acc[i][0] = _mm256_mul_ps(_mm256_loadu_ps(o + i * dv16), a);
     acc[i][1] = _mm256_mul_ps(_mm256_loadu_ps(o + i * dv16 + 8), a);
   }
-  for (int64_t jp = 0; jp < np; ++jp) {
-    const __m256i w0 = _mm256_loadu_si256((const __m256i*)(vint + jp * dv16));
-    const __m256i w1 = _mm256_loadu_si256((const __m256i*)(vint + jp * dv16 + 8));
-    const __m256 e0 = even_ps(w0), o0 = odd_ps(w0), e1 = even_ps(w1), o1 = odd_ps(w1);
+  for (int64_t t = 0; t < nt; ++t) {
+    const __m256 v0 = _mm256_loadu_ps(v + t * 16), v1 = _mm256_loadu_ps(v + t * 16 + 8);
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      const __m256 ae = _mm256_broadcast_ss(p + 2 * jp * hpad + i), ao = _mm256_broadcast_ss(p + (2 * jp + 1) * hpad + i);
-      acc[i][0] = _mm256_fmadd_ps(ao, o0, _mm256_fmadd_ps(ae, e0, acc[i][0]));
-      acc[i][1] = _mm256_fmadd_ps(ao, o1, _mm256_fmadd_ps(ae, e1, acc[i][1]));
+      const __m256 pv = _mm256_broadcast_ss(p + t * hpad + i);
+      acc[i][0] = _mm256_fmadd_ps(pv, v0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(pv, v1, acc[i][1]);
     }
   }
 #pragma GCC unroll 8
@@ -178,12 +188,14 @@ void pv_tile(const float* p, int64_t hpad, int64_t np, const uint32_t* vint, int
   }
 }
 
-// Rows per tile: 2 * kRows accumulators, four widened operands and two broadcasts fit the 16 registers.
+// Keys per scores tile: 2 * kRows accumulators, four widened operands and two broadcasts fit the 16
+// registers. Heads per P·V tile: 12 accumulators, two value vectors and a broadcast.
 constexpr int kRows = 4;
+constexpr int kPvRows = 6;
 using ScoresRows = void (*)(const float*, int64_t, const uint32_t*, int64_t, int64_t, float, float*);
-using PvRows = void (*)(const float*, int64_t, int64_t, const uint32_t*, int64_t, const float*, float*);
+using PvRows = void (*)(const float*, int64_t, int64_t, const float*, const float*, float*, int64_t);
 constexpr ScoresRows scores_by_rows[kRows] = {scores_tile<1>, scores_tile<2>, scores_tile<3>, scores_tile<4>};
-constexpr PvRows pv_by_rows[kRows] = {pv_tile<1>, pv_tile<2>, pv_tile<3>, pv_tile<4>};
+constexpr PvRows pv_by_rows[kPvRows] = {pv_tile<1>, pv_tile<2>, pv_tile<3>, pv_tile<4>, pv_tile<5>, pv_tile<6>};
 
 #else  // portable
 
@@ -337,20 +349,19 @@ void sfa_pv(const uint32_t* ppair, int64_t hpad, int64_t np, const uint32_t* vin
             float* o, int64_t nh) {
   const int64_t cv = dv16 / 16;
 #if defined(__AVX2__) && !defined(__AVX512BF16__)
-  // P as fp32 [2 * np][hpad] once per call (a missing odd key has P = 0).
-  thread_local std::vector<float> pf;
+  // P as fp32 [2 * np][hpad] once per call, V as fp32 [2 * np][16] per 16 columns (a missing odd key
+  // has P = 0 and zero values).
+  thread_local std::vector<float> pf, vf;
   pf.resize(static_cast<size_t>(2 * np * hpad));
-  for (int64_t jp = 0; jp < np; ++jp)
-    for (int64_t h = 0; h < hpad; h += 8) {
-      const __m256i v = _mm256_loadu_si256((const __m256i*)(ppair + jp * hpad + h));
-      _mm256_storeu_ps(pf.data() + 2 * jp * hpad + h, even_ps(v));
-      _mm256_storeu_ps(pf.data() + (2 * jp + 1) * hpad + h, odd_ps(v));
+  vf.resize(static_cast<size_t>(2 * np * 16));
+  split_pairs(ppair, np, hpad, hpad, pf.data());
+  for (int64_t c0 = 0; c0 < cv; ++c0) {
+    split_pairs(vint + c0 * 16, np, dv16, 16, vf.data());
+    for (int64_t h0 = 0; h0 < nh; h0 += kPvRows) {
+      const int mr = static_cast<int>(nh - h0 < kPvRows ? nh - h0 : kPvRows);
+      pv_by_rows[mr - 1](pf.data() + h0, hpad, 2 * np, vf.data(), alpha + h0, o + h0 * dv16 + c0 * 16, dv16);
     }
-  for (int64_t c0 = 0; c0 < cv; ++c0)
-    for (int64_t h0 = 0; h0 < nh; h0 += kRows) {
-      const int mr = static_cast<int>(nh - h0 < kRows ? nh - h0 : kRows);
-      pv_by_rows[mr - 1](pf.data() + h0, hpad, np, vint + c0 * 16, dv16, alpha + h0, o + h0 * dv16 + c0 * 16);
-    }
+  }
 #else
   for (int64_t c0 = 0; c0 < cv; c0 += kNB) {
     const int nb = static_cast<int>(cv - c0 < kNB ? cv - c0 : kNB);
