@@ -165,22 +165,64 @@ void packed_rows(const float* a, int64_t lda, const bf16_t* bp, int64_t kp2, flo
     for (int h = 0; h < 2; ++h) _mm256_storeu_ps(cp + m * ldc + h * 8, acc[m][h]);
 }
 
-template <int MR, int NB>
-void packed_kernel(const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ps, int64_t kp2, float* c, int64_t ldc,
-                   bool accumulate) {
+// mr rows of a (2 * kp2 values each) as fp32 in the calling thread's buffer, rows 2 * kp2 apart.
+const float* widen_rows(const bf16_t* a, int64_t lda, int mr, int64_t kp2) {
   thread_local std::vector<float> af;
   const int64_t k2 = 2 * kp2;
-  af.resize(static_cast<size_t>(MR * k2));
-  for (int m = 0; m < MR; ++m) {
+  af.resize(static_cast<size_t>(mr * k2));
+  for (int m = 0; m < mr; ++m) {
     int64_t k = 0;
     for (; k + 8 <= k2; k += 8)
       _mm256_storeu_ps(af.data() + m * k2 + k, _mm256_castsi256_ps(_mm256_slli_epi32(
                                                    _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(a + m * lda + k))), 16)));
     for (; k < k2; ++k) af[m * k2 + k] = bf16_to_f32(a[m * lda + k]);
   }
+  return af.data();
+}
+
+// packed_rows with a scale per kScaleBlockPairs k-pairs: each block's sum is formed in the
+// accumulators, then added times its scale into c (in L1), which holds the running total.
+template <int MR>
+void packed_rows_scaled(const float* a, int64_t lda, const bf16_t* bp, int64_t kp2, const float* scale, float* cp,
+                        int64_t ldc) {
+  const __m256i hi_mask = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  for (int64_t k0 = 0, kb = 0; k0 < kp2; k0 += kScaleBlockPairs, ++kb) {
+    const int64_t k1 = std::min(kp2, k0 + kScaleBlockPairs);
+    __m256 acc[MR][2];
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      const __m256i v0 = _mm256_loadu_si256((const __m256i*)(bp + kk * 32));
+      const __m256i v1 = _mm256_loadu_si256((const __m256i*)(bp + kk * 32 + 16));
+      const __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
+      const __m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi_mask));
+      const __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
+      const __m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi_mask));
+#pragma GCC unroll 4
+      for (int m = 0; m < MR; ++m) {
+        const __m256 a0 = _mm256_broadcast_ss(a + m * lda + 2 * kk), a1 = _mm256_broadcast_ss(a + m * lda + 2 * kk + 1);
+        acc[m][0] = _mm256_fmadd_ps(a1, o0, _mm256_fmadd_ps(a0, e0, acc[m][0]));
+        acc[m][1] = _mm256_fmadd_ps(a1, o1, _mm256_fmadd_ps(a0, e1, acc[m][1]));
+      }
+    }
+    const __m256 s = _mm256_set1_ps(scale[kb]);
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m)
+      for (int h = 0; h < 2; ++h) {
+        float* cm = cp + m * ldc + h * 8;
+        _mm256_storeu_ps(cm, kb == 0 ? _mm256_mul_ps(acc[m][h], s) : _mm256_fmadd_ps(acc[m][h], s, _mm256_loadu_ps(cm)));
+      }
+  }
+}
+
+template <int MR, int NB>
+void packed_kernel(const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ps, int64_t kp2, float* c, int64_t ldc,
+                   bool accumulate) {
+  const int64_t k2 = 2 * kp2;
+  const float* af = widen_rows(a, lda, MR, kp2);
   for (int n = 0; n < NB; ++n)
     for (int m = 0; m < MR; m += 4) {
-      const float* am = af.data() + m * k2;
+      const float* am = af + m * k2;
       float* cp = c + m * ldc + n * 16;
       switch (MR - m < 4 ? MR - m : 4) {
         case 1: packed_rows<1>(am, k2, b + n * ps, kp2, cp, ldc, accumulate); break;
@@ -324,8 +366,24 @@ void gemm_packed_tile_scaled(const bf16_t* a, int64_t lda, int mr, const bf16_t*
                              int64_t kp2, const float* scale, int64_t scale_stride, float* c, int64_t ldc) {
 #if defined(__AVX512BF16__)
   scaled_table[mr - 1][np - 1](a, lda, b, panel_stride, kp2, scale, scale_stride, c, ldc);
+#elif defined(__AVX2__)
+  const int64_t k2 = 2 * kp2;
+  const float* af = widen_rows(a, lda, mr, kp2);
+  for (int p = 0; p < np; ++p)
+    for (int m = 0; m < mr; m += 4) {
+      const float* am = af + m * k2;
+      const bf16_t* bp = b + p * panel_stride;
+      const float* sp = scale + p * scale_stride;
+      float* cp = c + m * ldc + p * 16;
+      switch (mr - m < 4 ? mr - m : 4) {
+        case 1: packed_rows_scaled<1>(am, k2, bp, kp2, sp, cp, ldc); break;
+        case 2: packed_rows_scaled<2>(am, k2, bp, kp2, sp, cp, ldc); break;
+        case 3: packed_rows_scaled<3>(am, k2, bp, kp2, sp, cp, ldc); break;
+        default: packed_rows_scaled<4>(am, k2, bp, kp2, sp, cp, ldc); break;
+      }
+    }
 #else
-  // Other ISAs: the bf16 tile per 128-k block into a small buffer, then scaled into c.
+  // Portable: the bf16 tile per 128-k block into a small buffer, then scaled into c.
   alignas(64) float block[kPackedMaxRows * kPackedMaxPanels * 16];
   const int64_t ldb = np * 16;
   const PackedFn tile = packed_table[mr - 1][np - 1];
