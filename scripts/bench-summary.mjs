@@ -59,9 +59,15 @@ lines.push(`Run: ${new Date(begin).toISOString().slice(0, 16).replace('T', ' ')}
   `the previous benchmark's ${m.logicalCpus} threads. Well above ${m.logicalCpus}, other work shared the cores: times run long, ` +
   `probes low, fractions of the ceilings land on either side, even above 100%; rerun on a quiet machine).`);
 lines.push('');
+// The probes are compiled per ISA (tensor-core/native/probe_isa.cc): say which ones ran.
+const probeIsa = String(m.isa).split(' ')[0];
+const probes = {
+  avx512: ['AVX-512', 'vdpbf16ps with 24 independent accumulators per thread'],
+  avx2: ['AVX2', 'fp32 FMAs (vfmadd231ps, 12 independent accumulators per thread; without a bf16 dot each bf16 product is one fp32 FMA)'],
+}[probeIsa] ?? ['scalar', 'scalar fp32 multiply-adds'];
 lines.push('Every figure is a median (with min/max in the JSON) and a fraction of the ceilings that the same benchmark measured ' +
-  'in the same run (best of its probes before and after the cases). Read ceiling: AVX-512 streaming read of a 2 MiB-aligned, ' +
-  'huge-page-advised buffer of 4× the last-level cache; dot peak: vdpbf16ps with 24 independent accumulators per thread. ' +
+  `in the same run (best of its probes before and after the cases). Read ceiling: ${probes[0]} streaming read of a 2 MiB-aligned, ` +
+  `huge-page-advised buffer of 4× the last-level cache; dot peak: ${probes[1]}. ` +
   'Working sets (weights and caches) rotate over at least the factor of the last-level cache listed below.');
 lines.push('');
 lines.push('| benchmark | read GB/s, 1 thread | read GB/s, 2 threads | bf16 dot GFLOP/s, 1 thread | bf16 dot GFLOP/s, 2 threads | threads used | working sets / LLC | quick | run time |');
