@@ -163,8 +163,9 @@ void pack_query(const bf16_t* q, const bf16_t* w, int64_t heads, int64_t dim, vo
   }
 }
 
-#if defined(__AVX512BF16__)
-void score_run(const void* qpack, int64_t heads, int64_t dim, const bf16_t* keys, int64_t n, float* out) {
+// The tiles over n keys of the kernel's key type (AVX-512: bf16; AVX2: fp32).
+template <typename Key>
+void score_tiles(const void* qpack, int64_t heads, int64_t dim, const Key* keys, int64_t n, float* out) {
   const int64_t hp = padded_heads(heads);
   const auto* w = static_cast<const float*>(qpack);
   const auto* q = reinterpret_cast<const QElem*>(w + hp);
@@ -177,19 +178,14 @@ void score_run(const void* qpack, int64_t heads, int64_t dim, const bf16_t* keys
     }
   }
 }
+
+#if defined(__AVX512BF16__)
+void score_run(const void* qpack, int64_t heads, int64_t dim, const bf16_t* keys, int64_t n, float* out) {
+  score_tiles(qpack, heads, dim, keys, n, out);
+}
 #else
 void score_run_f32(const void* qpack, int64_t heads, int64_t dim, const float* keys, int64_t n, float* out) {
-  const int64_t hp = padded_heads(heads);
-  const auto* w = static_cast<const float*>(qpack);
-  const auto* q = reinterpret_cast<const QElem*>(w + hp);
-  const int64_t vecs = hp / kLanes;
-  for (int64_t j = 0; j < n; j += kMaxKeys) {
-    const int mk = static_cast<int>(n - j < kMaxKeys ? n - j : kMaxKeys);
-    for (int64_t v = 0; v < vecs; v += kMaxHeadVecs) {
-      const int nh = static_cast<int>(vecs - v < kMaxHeadVecs ? vecs - v : kMaxHeadVecs);
-      tile_table[mk - 1][nh - 1](w, q, hp, dim, v, keys + j * dim, out + j, v == 0);
-    }
-  }
+  score_tiles(qpack, heads, dim, keys, n, out);
 }
 
 void score_run(const void* qpack, int64_t heads, int64_t dim, const bf16_t* keys, int64_t n, float* out) {

@@ -139,14 +139,11 @@ void direct_kernel(const bf16_t* a, int64_t lda, const bf16_t* w, int64_t rs, in
 // One 16-column panel and up to 4 rows at a time: 8 accumulators, the panel's widened (even, odd)
 // halves and two broadcasts fit the 16 registers. x comes as fp32 (widened once per call), so each
 // broadcast is a load; loops around the accumulators are unrolled so they stay registers.
+// acc[m] += a[m, pairs k0..k1) @ one 16-column panel (its k-pair kk at bp + kk * 32).
 template <int MR>
-void packed_rows(const float* a, int64_t lda, const bf16_t* bp, int64_t kp2, float* cp, int64_t ldc, bool accumulate) {
+inline void add_pairs(const float* a, int64_t lda, const bf16_t* bp, int64_t k0, int64_t k1, __m256 (&acc)[MR][2]) {
   const __m256i hi_mask = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
-  __m256 acc[MR][2];
-#pragma GCC unroll 4
-  for (int m = 0; m < MR; ++m)
-    for (int h = 0; h < 2; ++h) acc[m][h] = accumulate ? _mm256_loadu_ps(cp + m * ldc + h * 8) : _mm256_setzero_ps();
-  for (int64_t kk = 0; kk < kp2; ++kk) {
+  for (int64_t kk = k0; kk < k1; ++kk) {
     const __m256i v0 = _mm256_loadu_si256((const __m256i*)(bp + kk * 32));
     const __m256i v1 = _mm256_loadu_si256((const __m256i*)(bp + kk * 32 + 16));
     const __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
@@ -160,6 +157,15 @@ void packed_rows(const float* a, int64_t lda, const bf16_t* bp, int64_t kp2, flo
       acc[m][1] = _mm256_fmadd_ps(a1, o1, _mm256_fmadd_ps(a0, e1, acc[m][1]));
     }
   }
+}
+
+template <int MR>
+void packed_rows(const float* a, int64_t lda, const bf16_t* bp, int64_t kp2, float* cp, int64_t ldc, bool accumulate) {
+  __m256 acc[MR][2];
+#pragma GCC unroll 4
+  for (int m = 0; m < MR; ++m)
+    for (int h = 0; h < 2; ++h) acc[m][h] = accumulate ? _mm256_loadu_ps(cp + m * ldc + h * 8) : _mm256_setzero_ps();
+  add_pairs<MR>(a, lda, bp, 0, kp2, acc);
 #pragma GCC unroll 4
   for (int m = 0; m < MR; ++m)
     for (int h = 0; h < 2; ++h) _mm256_storeu_ps(cp + m * ldc + h * 8, acc[m][h]);
@@ -185,26 +191,11 @@ const float* widen_rows(const bf16_t* a, int64_t lda, int mr, int64_t kp2) {
 template <int MR>
 void packed_rows_scaled(const float* a, int64_t lda, const bf16_t* bp, int64_t kp2, const float* scale, float* cp,
                         int64_t ldc) {
-  const __m256i hi_mask = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
   for (int64_t k0 = 0, kb = 0; k0 < kp2; k0 += kScaleBlockPairs, ++kb) {
-    const int64_t k1 = std::min(kp2, k0 + kScaleBlockPairs);
     __m256 acc[MR][2];
 #pragma GCC unroll 4
     for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
-    for (int64_t kk = k0; kk < k1; ++kk) {
-      const __m256i v0 = _mm256_loadu_si256((const __m256i*)(bp + kk * 32));
-      const __m256i v1 = _mm256_loadu_si256((const __m256i*)(bp + kk * 32 + 16));
-      const __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
-      const __m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi_mask));
-      const __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
-      const __m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi_mask));
-#pragma GCC unroll 4
-      for (int m = 0; m < MR; ++m) {
-        const __m256 a0 = _mm256_broadcast_ss(a + m * lda + 2 * kk), a1 = _mm256_broadcast_ss(a + m * lda + 2 * kk + 1);
-        acc[m][0] = _mm256_fmadd_ps(a1, o0, _mm256_fmadd_ps(a0, e0, acc[m][0]));
-        acc[m][1] = _mm256_fmadd_ps(a1, o1, _mm256_fmadd_ps(a0, e1, acc[m][1]));
-      }
-    }
+    add_pairs<MR>(a, lda, bp, k0, std::min(kp2, k0 + kScaleBlockPairs), acc);
     const __m256 s = _mm256_set1_ps(scale[kb]);
 #pragma GCC unroll 4
     for (int m = 0; m < MR; ++m)
