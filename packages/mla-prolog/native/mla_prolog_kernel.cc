@@ -21,7 +21,7 @@ namespace {
 // Tokens per pass: bounds the scratch (at DeepSeek sizes 2.2 MB of fp32 products and 12.6 MB of q)
 // while keeping every GEMM large enough to run at the dot rate.
 constexpr int64_t kTokenChunk = 256;
-// Rows of one absorption task when W_UK is packed (no per-task packing cost, so split finely).
+// Rows of one absorption task when W_UK is packed bf16 (no per-task packing cost, so split finely).
 constexpr int64_t kHeadRows = 64;
 // dsa::matmul reads ND weights in place (GEMV kernel) up to this many rows and packs them beyond.
 constexpr int64_t kDirectRows = 4;
@@ -203,8 +203,9 @@ void process_chunk(const Args& a, int64_t t0, int64_t t1, const float* qa, int64
                             : packed ? packed_elements(a.qk_nope, a.kv_lora) : a.qk_nope * a.kv_lora;
   const int64_t uk_scales = fp8 ? fp8_scales(uk, a.qk_nope, a.kv_lora) : 0;
   // ND W_UK with more than kDirectRows rows is packed by the task itself, once per head and chunk;
-  // the GEMM would otherwise repack it for every 192-row block and column group.
-  const int64_t rb = packed ? kHeadRows : tc;
+  // the GEMM would otherwise repack it for every 192-row block and column group. An FP8 head is widened
+  // to bf16 by every GEMM call past kGemvMaxRows rows, so it too gets one task per head and chunk.
+  const int64_t rb = packed && !fp8 ? kHeadRows : tc;
   const int64_t row_blocks = (tc + rb - 1) / rb;
   // Rope of head h's q rows in row block rb_i, then its absorption into the latent space.
   const auto absorb_head = [&](int64_t h, int64_t rb_i, bool then_next_head) {
