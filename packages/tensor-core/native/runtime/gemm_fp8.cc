@@ -128,13 +128,16 @@ void gemm(const bf16_t* a, int64_t lda, int64_t M, const WeightView& w, const Ge
   const int64_t tasks = whole_m ? col_groups : col_groups * mblocks;
   auto tile_fn = DSA_DISPATCH(gemm_packed_tile);
   auto convert_fn = DSA_DISPATCH(fp8_panel_to_bf16);
+  const bool bf16_dot = active_isa() == Isa::Avx512;
   auto scaled_fn = DSA_DISPATCH(gemm_packed_tile_scaled);
   run(tasks, [&](int64_t t, int) {
     const int64_t p0 = (t % col_groups) * G;
     const int np = static_cast<int>(std::min<int64_t>(G, panels - p0));
     const Panels src = fp8_panels(w, p0, np);
     thread_local std::vector<int> exps;
-    const bool folded = pow2_exponents(src.scale, np * kblocks, exps);
+    // Folding pays where the tile is a bf16 dot (AVX-512): the tile then runs over 512 k at a time.
+    // Without one, the scaled tile is as exact and makes one pass over K (AVX2: 3-10% faster).
+    const bool folded = bf16_dot && pow2_exponents(src.scale, np * kblocks, exps);
     thread_local std::vector<bf16_t> b;
     b.resize(static_cast<size_t>(np * panel_stride));
     for (int p = 0; p < np; ++p)
