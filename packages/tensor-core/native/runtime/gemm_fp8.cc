@@ -2,8 +2,8 @@
 //   - M <= 8: the FP8 GEMV kernel streams the Fp8Packed bytes (half the bytes of bf16), column groups
 //     of 4 panels, K split like the bf16 driver when there are too few groups (at 128-k block edges).
 //   - larger M: each task converts its column group to the bf16 Packed layout once and runs the bf16
-//     tile. Power-of-two block scales (DeepSeek's ue8m0) are folded into the bf16 values exactly;
-//     other scales are applied in fp32 per 128-k block.
+//     tile. With a bf16 dot (AVX-512), power-of-two block scales (DeepSeek's ue8m0) are folded into
+//     the bf16 values exactly; otherwise, and for other scales, they are applied in fp32 per 128-k block.
 //   - Fp8NT / Fp8ND weights are packed per task on the fly (prepare them once with pack_fp8_weights).
 #include <cmath>
 #include <vector>
