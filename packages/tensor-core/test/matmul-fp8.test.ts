@@ -56,10 +56,10 @@ afterAll(() => {
 
 describe.each(isas)('FP8 weights on the %s path', (isa) => {
   // Odd sizes, partial 128-blocks in K and N, K not a multiple of 4, and M on both sides of the
-  // GEMV/GEMM switch (8).
+  // GEMV/GEMM switch (8); 600 x 1450: row blocks shared out in chunks of two (31 column groups).
   const shapes: [number, number, number][] = [
     [1, 7, 5], [1, 130, 33], [2, 257, 129], [3, 128, 64], [4, 1030, 80], [5, 96, 17], [8, 300, 47], [9, 131, 50],
-    [37, 260, 100], [1, 2048, 128], [2, 1536, 200], [20, 513, 70],
+    [37, 260, 100], [1, 2048, 128], [2, 1536, 200], [20, 513, 70], [600, 70, 1450],
   ];
   it.each(shapes)('M=%i K=%i N=%i: NT, ND and packed match the float64 reference (plain and power-of-two scales)', (M, K, N) => {
     setIsa(isa);
