@@ -177,8 +177,9 @@ bool valid(const bf16_t* x, int64_t M, const WeightView& w, const GemmOut& y) {
 bool matmul_impl(const bf16_t* x, int64_t ldx, int64_t M, const WeightView& w, const GemmOut& y, bool parallel) {
   if (!valid(x, M, w, y)) return false;
   if (M == 0 || w.N == 0) return true;
-  // Below ~20 µs of work the pool's wake-up costs more than it saves.
-  const bool big = 2.0 * M * w.K * w.N >= 4.0e6;
+  // Under ~10 µs of work (0.5 MFLOP; a GEMV streaming 250K weights) the pool's hand-off costs more
+  // than it saves. GEMVs are bound by memory, not FLOPs: a 4 MFLOP bound kept 60-90 µs ones on one thread.
+  const bool big = 2.0 * M * w.K * w.N >= 5.0e5;
   const Runner run{parallel && big};
   if (w.K == 0) {
     std::vector<float> z(static_cast<size_t>(w.N), 0.0f);
