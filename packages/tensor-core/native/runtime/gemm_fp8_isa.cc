@@ -5,7 +5,7 @@
 //     AVX-512 BF16 but no VBMI run the AVX2 kernels.
 //   AVX2: each byte, sign-extended and shifted, is an fp32 of 2^-120 times its value (subnormals
 //     included, exactly: three shifts and two ANDs per 16 weights); x is scaled by 2^120 once per tile.
-//     A NaN code makes its column NaN: groups holding one note the columns (a cheap check per group).
+//     A NaN code makes its column NaN: blocks holding one note the columns (a cheap check per block).
 //   Scalar: the 256-entry value table.
 // Each block of 128 k is summed on its own, then added times its scale (fp32), so no weight is
 // rounded: the result is the product with the exactly dequantized weight up to fp32 summation.
@@ -148,12 +148,15 @@ inline void convert16(const uint8_t* src, __m256* even, __m256* odd) {
   *odd = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(d, 4), mask));
 }
 
-// Whether any of the 64 bytes of a group is a NaN code (0x7F or 0xFF).
-inline bool group_has_nan(const uint8_t* g) {
+// NaN codes (0x7F, 0xFF) are the bytes whose value with the top bit set is 0xFF, the largest: a
+// running byte-wise max of (byte | 0x80) over a block's groups holds 0xFF somewhere iff one is there.
+inline __m256i max_nan_probe(__m256i acc, const uint8_t* g) {
   const __m256i top = _mm256_set1_epi8(static_cast<char>(0x80));
-  const __m256i a = _mm256_or_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)), top);
-  const __m256i b = _mm256_or_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32)), top);
-  return _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_max_epu8(a, b), _mm256_set1_epi8(-1))) != 0;
+  acc = _mm256_max_epu8(acc, _mm256_or_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)), top));
+  return _mm256_max_epu8(acc, _mm256_or_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32)), top));
+}
+inline bool probe_found_nan(__m256i acc) {
+  return _mm256_movemask_epi8(_mm256_cmpeq_epi8(acc, _mm256_set1_epi8(-1))) != 0;
 }
 
 // The columns (bit per column of the panel) that hold a NaN code in this group (the rare path).
@@ -183,10 +186,11 @@ void gemv_panel(const float* xs, int64_t ldx, const uint8_t* w, const float* sc,
     __m256 acc[MR][4], acc2[MR][4];
     for (int m = 0; m < MR; ++m)
       for (int l = 0; l < 4; ++l) acc[m][l] = acc2[m][l] = _mm256_setzero_ps();
+    __m256i probe = _mm256_setzero_si256();  // checked once per block (a check per group cost ~10% more instructions)
     for (int64_t g = g0; g < g1; ++g) {
       const uint8_t* wg = w + g * 64;
       _mm_prefetch(reinterpret_cast<const char*>(wg + kAhead * 64), _MM_HINT_T0);
-      if (group_has_nan(wg)) nan_cols |= group_nan_columns(wg);
+      probe = max_nan_probe(probe, wg);
       const float* xg = xs + 16 * (g - kb0 * kFp8GroupsPerBlock);
       __m256 xe[MR], xo[MR];
       for (int m = 0; m < MR; ++m) {
@@ -203,6 +207,8 @@ void gemv_panel(const float* xs, int64_t ldx, const uint8_t* w, const float* sc,
         }
       }
     }
+    if (probe_found_nan(probe))
+      for (int64_t g = g0; g < g1; ++g) nan_cols |= group_nan_columns(w + g * 64);
     const __m256 s = _mm256_set1_ps(sc[kb]);
     for (int m = 0; m < MR; ++m)
       for (int l = 0; l < 4; ++l) tot[m][l] = _mm256_fmadd_ps(kTwo ? _mm256_add_ps(acc[m][l], acc2[m][l]) : acc[m][l], s, tot[m][l]);
