@@ -6,6 +6,7 @@
 //     the bf16 values exactly; otherwise, and for other scales, they are applied in fp32 per 128-k block.
 //   - Fp8NT / Fp8ND weights are packed per task on the fly (prepare them once with pack_fp8_weights).
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "dsa/fp8.h"
@@ -188,16 +189,17 @@ void pack_fp8_panels(const WeightView& src, int64_t panel0, int64_t panels, uint
     const int64_t n0 = (panel0 + p) * 16;
     uint8_t* d = dst + p * ps;
     if (src.format == WeightFormat::Fp8NT && n0 + 16 <= N && 4 * groups == K) {
-      // Whole panel of a checkpoint-layout weight: 4 consecutive k of each of the 16 rows per group.
-      for (int64_t g = 0; g < groups; ++g)
-        for (int c = 0; c < 16; ++c) {
-          const uint8_t* row = src.fp8 + (n0 + c) * K + 4 * g;
-          uint8_t* o = d + g * 64 + (c >> 2) * 16 + (c & 3) * 2;
-          o[0] = row[0];
-          o[1] = row[1];
-          o[8] = row[2];
-          o[9] = row[3];
+      // Whole panel of a checkpoint-layout weight: each of the 16 rows read once, in order, as k-pairs
+      // (2 bytes), into the 64-byte groups of the panel (which stays in L2). A group-by-group loop
+      // over 16 rows ran at 0.45 GB/s.
+      for (int c = 0; c < 16; ++c) {
+        const uint8_t* row = src.fp8 + (n0 + c) * K;
+        uint8_t* o = d + (c >> 2) * 16 + (c & 3) * 2;
+        for (int64_t g = 0; g < groups; ++g) {
+          std::memcpy(o + g * 64, row + 4 * g, 2);
+          std::memcpy(o + g * 64 + 8, row + 4 * g + 2, 2);
         }
+      }
     } else if (src.format == WeightFormat::Fp8ND && n0 + 16 <= N && 4 * groups == K) {
       // Whole panel of a row-major weight (e.g. a W_UK head): 16 consecutive columns of 4 rows per group.
       for (int64_t g = 0; g < groups; ++g)
