@@ -172,10 +172,14 @@ __attribute__((noinline)) unsigned group_nan_columns(const uint8_t* g) {
 // its even bytes meet x (x0 x0 x0 x0 x2 x2 x2 x2), its odd bytes (x1 x1 x1 x1 x3 x3 x3 x3), and
 // acc[m][L] lane j and j + 4 are column 4L + j's two k halves. With one row, even and odd bytes have
 // their own accumulators, so each FMA chain advances once per group.
+// The panel is read kAhead lines ahead; near the end of its k range the prefetch goes on into
+// `after`, the first line the thread reads next (the next panel's range, or null): with K split
+// into chunks, the line past a panel's chunk belongs to another task.
 constexpr int64_t kAhead = 16;
 template <int MR>
 void gemv_panel(const float* xs, int64_t ldx, const uint8_t* w, const float* sc, int64_t kb0, int64_t kb1,
-                int64_t groups, const float* unit, float* c, int64_t ldc) {
+                int64_t groups, const uint8_t* after, const float* unit, float* c, int64_t ldc) {
+  const int64_t ahead_end = std::min(groups, kb1 * kFp8GroupsPerBlock) - kAhead;
   constexpr bool kTwo = MR == 1;
   __m256 tot[MR][4];
   for (int m = 0; m < MR; ++m)
@@ -189,7 +193,8 @@ void gemv_panel(const float* xs, int64_t ldx, const uint8_t* w, const float* sc,
     __m256i probe = _mm256_setzero_si256();  // checked once per block (a check per group cost ~10% more instructions)
     for (int64_t g = g0; g < g1; ++g) {
       const uint8_t* wg = w + g * 64;
-      _mm_prefetch(reinterpret_cast<const char*>(wg + kAhead * 64), _MM_HINT_T0);
+      if (g < ahead_end) _mm_prefetch(reinterpret_cast<const char*>(wg + kAhead * 64), _MM_HINT_T0);
+      else if (after != nullptr) _mm_prefetch(reinterpret_cast<const char*>(after + (g - ahead_end) * 64), _MM_HINT_T0);
       probe = max_nan_probe(probe, wg);
       const float* xg = xs + 16 * (g - kb0 * kFp8GroupsPerBlock);
       __m256 xe[MR], xo[MR];
@@ -372,19 +377,23 @@ void fp8_gemv_tile(const bf16_t* a, int64_t lda, int mr, const uint8_t* w, int64
   }
   gemv_table[mr - 1][np - 1](a, lda, w, panel_stride, scale, scale_stride, kb0, kb1, groups, next, c, ldc);
 #elif defined(__AVX2__)
-  (void)next;  // one panel at a time, in address order: the hardware prefetcher follows it
   const KeepSubnormals keep;
   const int64_t k0 = kb0 * kFp8GroupsPerBlock * 4, k1 = std::min(groups, kb1 * kFp8GroupsPerBlock) * 4, n = k1 - k0;
   thread_local std::vector<float> xs;
   xs.resize(static_cast<size_t>(mr * 4 * n));
   float unit[kFp8MaxRows];
   scaled_x(a, lda, mr, k0, k1, xs.data(), unit);
+  // One panel at a time (rows in pairs: a second pass finds the panel in cache); after the last pass
+  // over a panel the thread reads the next panel's k range, or after the last, the next tile's.
+  const int64_t first = kb0 * kFp8GroupsPerBlock * 64;
   for (int p = 0; p < np; ++p) {
     const uint8_t* wp = w + p * panel_stride;
     const float* sp = scale + p * scale_stride;
+    const uint8_t* after = p + 1 < np ? wp + panel_stride + first : next != nullptr ? next + first : nullptr;
     for (int m = 0; m < mr; m += 2) {
-      if (mr - m >= 2) gemv_panel<2>(xs.data() + m * 4 * n, 4 * n, wp, sp, kb0, kb1, groups, unit + m, c + m * ldc + p * 16, ldc);
-      else gemv_panel<1>(xs.data() + m * 4 * n, 4 * n, wp, sp, kb0, kb1, groups, unit + m, c + m * ldc + p * 16, ldc);
+      const uint8_t* then = m + 2 < mr ? nullptr : after;
+      if (mr - m >= 2) gemv_panel<2>(xs.data() + m * 4 * n, 4 * n, wp, sp, kb0, kb1, groups, then, unit + m, c + m * ldc + p * 16, ldc);
+      else gemv_panel<1>(xs.data() + m * 4 * n, 4 * n, wp, sp, kb0, kb1, groups, then, unit + m, c + m * ldc + p * 16, ldc);
     }
   }
 #else
