@@ -83,6 +83,17 @@ void gemv(const bf16_t* a, int64_t lda, int64_t M, const WeightView& w, const Ge
   const int64_t panels = packed_n(N) / 16, col_groups = (panels + kFp8MaxPanels - 1) / kFp8MaxPanels;
   const int64_t ps = fp8_packed_k(K) * 16;
   auto tile_fn = DSA_DISPATCH(fp8_gemv_tile);
+  // Rows widened once for every task where the ISA's kernel wants it (AVX2: fp32, 16 bytes per k).
+  // (The tasks use the pointer: in a lambda, the thread_local's name means the running thread's own.)
+  thread_local std::vector<float> wide_buf;
+  float unit[kGemvMaxRows];
+  const int64_t Kp = 4 * groups, wide_floats = DSA_DISPATCH(fp8_gemv_wide_floats)(static_cast<int>(M), Kp);
+  float* wide = nullptr;
+  if (wide_floats > 0) {
+    wide_buf.resize(static_cast<size_t>(wide_floats));
+    wide = wide_buf.data();
+    DSA_DISPATCH(fp8_gemv_widen_x)(a, lda, static_cast<int>(M), Kp, wide, unit);
+  }
   detail::run_small_m(M, col_groups, kFp8MaxPanels * 16, N, K, kFp8ScaleBlock, y, run,
                       [&](int64_t g, int64_t next_g, int64_t k0, int64_t k1, float* tile, int64_t ldt) {
                         const int64_t p0 = g * kFp8MaxPanels;
@@ -99,7 +110,13 @@ void gemv(const bf16_t* a, int64_t lda, int64_t M, const WeightView& w, const Ge
                         for (int64_t r = 0; r < M; r += kFp8MaxRows) {
                           const int mr = static_cast<int>(std::min<int64_t>(kFp8MaxRows, M - r));
                           // Rows past the first four read the tile again (from cache).
-                          tile_fn(a + r * lda, lda, mr, src.bytes, ps, src.scale, kblocks, np, kb0, kb1, groups,
+                          Fp8GemvRows x{a + r * lda, lda};
+                          if (wide != nullptr) {
+                            x.ld_wide = 4 * Kp;
+                            x.wide = wide + r * x.ld_wide;
+                            x.unit = unit + r;
+                          }
+                          tile_fn(x, mr, src.bytes, ps, src.scale, kblocks, np, kb0, kb1, groups,
                                   r + mr >= M ? next : src.bytes, tile + r * ldt, ldt);
                         }
                       });

@@ -360,14 +360,37 @@ void panel_to_bf16_scalar(const uint8_t* src, int64_t groups, const int* exp2, b
 
 }  // namespace
 
-void fp8_gemv_tile(const bf16_t* a, int64_t lda, int mr, const uint8_t* w, int64_t panel_stride, const float* scale,
+int64_t fp8_gemv_wide_floats(int mr, int64_t Kp) {
+#if defined(__AVX512F__)
+  return cpu_features().avx512vbmi ? 0 : avx2::fp8_gemv_wide_floats(mr, Kp);
+#elif defined(__AVX2__)
+  return mr * 4 * Kp;
+#else
+  (void)mr, (void)Kp;
+  return 0;
+#endif
+}
+
+void fp8_gemv_widen_x(const bf16_t* a, int64_t lda, int mr, int64_t Kp, float* wide, float* unit) {
+#if defined(__AVX512F__)
+  if (!cpu_features().avx512vbmi) avx2::fp8_gemv_widen_x(a, lda, mr, Kp, wide, unit);
+#elif defined(__AVX2__)
+  scaled_x(a, lda, mr, 0, Kp, wide, unit);
+#else
+  (void)a, (void)lda, (void)mr, (void)Kp, (void)wide, (void)unit;
+#endif
+}
+
+void fp8_gemv_tile(const Fp8GemvRows& x, int mr, const uint8_t* w, int64_t panel_stride, const float* scale,
                    int64_t scale_stride, int np, int64_t kb0, int64_t kb1, int64_t groups, const uint8_t* next, float* c,
                    int64_t ldc) {
 #if defined(__AVX512F__)
   if (!cpu_features().avx512vbmi) {
-    avx2::fp8_gemv_tile(a, lda, mr, w, panel_stride, scale, scale_stride, np, kb0, kb1, groups, next, c, ldc);
+    avx2::fp8_gemv_tile(x, mr, w, panel_stride, scale, scale_stride, np, kb0, kb1, groups, next, c, ldc);
     return;
   }
+  const bf16_t* a = x.a;
+  const int64_t lda = x.lda;
   // Keep rows x panels within the register file: wider calls go through in two halves of panels.
   if (mr > 2 && np > 2) {
     gemv_table[mr - 1][1](a, lda, w, panel_stride, scale, scale_stride, kb0, kb1, groups, w + 2 * panel_stride, c, ldc);
@@ -378,11 +401,21 @@ void fp8_gemv_tile(const bf16_t* a, int64_t lda, int mr, const uint8_t* w, int64
   gemv_table[mr - 1][np - 1](a, lda, w, panel_stride, scale, scale_stride, kb0, kb1, groups, next, c, ldc);
 #elif defined(__AVX2__)
   const KeepSubnormals keep;
-  const int64_t k0 = kb0 * kFp8GroupsPerBlock * 4, k1 = std::min(groups, kb1 * kFp8GroupsPerBlock) * 4, n = k1 - k0;
-  thread_local std::vector<float> xs;
-  xs.resize(static_cast<size_t>(mr * 4 * n));
-  float unit[kFp8MaxRows];
-  scaled_x(a, lda, mr, k0, k1, xs.data(), unit);
+  const int64_t k0 = kb0 * kFp8GroupsPerBlock * 4, k1 = std::min(groups, kb1 * kFp8GroupsPerBlock) * 4;
+  // x widened once per call by the driver (scaled_x for every group again cost ~12% of the
+  // instructions), else here for this tile's k range.
+  thread_local std::vector<float> own;
+  float own_unit[kFp8MaxRows];
+  const float* xs = x.wide != nullptr ? x.wide + 4 * k0 : nullptr;
+  const float* unit = x.unit;
+  int64_t ldx = x.ld_wide;
+  if (xs == nullptr) {
+    own.resize(static_cast<size_t>(mr * 4 * (k1 - k0)));
+    scaled_x(x.a, x.lda, mr, k0, k1, own.data(), own_unit);
+    xs = own.data();
+    unit = own_unit;
+    ldx = 4 * (k1 - k0);
+  }
   // One panel at a time (rows in pairs: a second pass finds the panel in cache); after the last pass
   // over a panel the thread reads the next panel's k range, or after the last, the next tile's.
   const int64_t first = kb0 * kFp8GroupsPerBlock * 64;
@@ -392,13 +425,13 @@ void fp8_gemv_tile(const bf16_t* a, int64_t lda, int mr, const uint8_t* w, int64
     const uint8_t* after = p + 1 < np ? wp + panel_stride + first : next != nullptr ? next + first : nullptr;
     for (int m = 0; m < mr; m += 2) {
       const uint8_t* then = m + 2 < mr ? nullptr : after;
-      if (mr - m >= 2) gemv_panel<2>(xs.data() + m * 4 * n, 4 * n, wp, sp, kb0, kb1, groups, then, unit + m, c + m * ldc + p * 16, ldc);
-      else gemv_panel<1>(xs.data() + m * 4 * n, 4 * n, wp, sp, kb0, kb1, groups, then, unit + m, c + m * ldc + p * 16, ldc);
+      if (mr - m >= 2) gemv_panel<2>(xs + m * ldx, ldx, wp, sp, kb0, kb1, groups, then, unit + m, c + m * ldc + p * 16, ldc);
+      else gemv_panel<1>(xs + m * ldx, ldx, wp, sp, kb0, kb1, groups, then, unit + m, c + m * ldc + p * 16, ldc);
     }
   }
 #else
   (void)next;
-  gemv_scalar(a, lda, mr, w, panel_stride, scale, scale_stride, np, kb0, kb1, groups, c, ldc);
+  gemv_scalar(x.a, x.lda, mr, w, panel_stride, scale, scale_stride, np, kb0, kb1, groups, c, ldc);
 #endif
 }
 

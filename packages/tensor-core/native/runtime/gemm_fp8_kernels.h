@@ -20,14 +20,30 @@ struct Fp8Lut {
 };
 const Fp8Lut& fp8_lut();
 
-// c[mr, np*16] = a[mr, :] @ W over the scale blocks [kb0, kb1): panel p's group g is the 64 bytes at
+// The rows of x a GEMV tile reads: bf16 rows a (lda apart, 4*groups readable values each, zero
+// padded past K), and, where fp8_gemv_widen_x made it, the same rows in the kernel's own fp32 layout
+// for the whole K (wide, ld_wide apart, with unit), so column groups and K chunks share one copy.
+struct Fp8GemvRows {
+  const bf16_t* a;
+  int64_t lda;
+  const float* wide = nullptr;
+  int64_t ld_wide = 0;
+  const float* unit = nullptr;
+};
+
+// Floats of fp8_gemv_widen_x's layout for mr rows of Kp (a multiple of 4) values: 0 where the ISA's
+// kernel reads bf16 rows as they are (AVX-512 with VBMI, scalar).
+DSA_DECLARE_ISA_FN(int64_t, fp8_gemv_wide_floats, (int mr, int64_t Kp))
+// Widen mr rows of a (Kp values each) into wide (rows 4*Kp apart) and unit[mr].
+DSA_DECLARE_ISA_FN(void, fp8_gemv_widen_x, (const bf16_t* a, int64_t lda, int mr, int64_t Kp, float* wide, float* unit))
+
+// c[mr, np*16] = x[mr, :] @ W over the scale blocks [kb0, kb1): panel p's group g is the 64 bytes at
 // w + p*panel_stride + g*64 and its block kb's scale is scale[p*scale_stride + kb]; `groups` is the
-// panel's group count (Kp/4), which ends the last block. a rows are lda apart with 4*groups readable
-// values (zero padded past K). mr <= kFp8MaxRows, np <= kFp8MaxPanels. `next`, when not null, is
-// the tile (same panel stride and k range) that this thread reads next: its first lines are
-// prefetched while this tile ends.
+// panel's group count (Kp/4), which ends the last block. mr <= kFp8MaxRows, np <= kFp8MaxPanels.
+// `next`, when not null, is the tile (same panel stride and k range) that this thread reads next:
+// its first lines are prefetched while this tile ends.
 DSA_DECLARE_ISA_FN(void, fp8_gemv_tile,
-                   (const bf16_t* a, int64_t lda, int mr, const uint8_t* w, int64_t panel_stride, const float* scale,
+                   (const Fp8GemvRows& x, int mr, const uint8_t* w, int64_t panel_stride, const float* scale,
                     int64_t scale_stride, int np, int64_t kb0, int64_t kb1, int64_t groups, const uint8_t* next,
                     float* c, int64_t ldc))
 
