@@ -226,8 +226,8 @@ void gemv_panel(const float* xs, int64_t ldx, const uint8_t* w, const float* sc,
       const __m256 hi = _mm256_permute2f128_ps(tot[m][l], tot[m][l + 1], 0x31);
       _mm256_storeu_ps(c + m * ldc + l * 4, _mm256_mul_ps(_mm256_add_ps(lo, hi), u));
     }
-    for (int j = 0; j < 16; ++j)
-      if ((nan_cols >> j) & 1) c[m * ldc + j] = std::numeric_limits<float>::quiet_NaN();
+    for (unsigned cols = nan_cols; cols != 0; cols &= cols - 1)
+      c[m * ldc + __builtin_ctz(cols)] = std::numeric_limits<float>::quiet_NaN();
   }
 }
 
