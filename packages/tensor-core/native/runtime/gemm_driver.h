@@ -39,13 +39,13 @@ void run_small_m(int64_t M, int64_t groups, int64_t group_cols, int64_t cols, in
   int64_t ksplit = 1;
   if (groups > 0 && groups < kWantTasks && K >= 1024) ksplit = std::min((kWantTasks + groups - 1) / groups, K / 512);
   const int64_t kchunk = ((K + ksplit - 1) / ksplit + k_align - 1) / k_align * k_align;
-  // About four runs per thread: long enough that prefetching into the next group pays, short
-  // enough to even out a thread that falls behind.
-  const int64_t span = run.parallel ? std::max<int64_t>(1, groups / (4 * static_cast<int64_t>(num_threads()))) : groups;
-  const int64_t runs = groups > 0 ? (groups + span - 1) / span : 0;
+  // Four runs per thread, of near-equal length (groups split evenly, not in runs of a fixed span:
+  // 35 groups in runs of 4 made 9 tasks, 5 + 4 on 2 threads): long enough that prefetching into the
+  // next group pays, short enough to even out a thread that falls behind.
+  const int64_t runs = std::min(groups, run.parallel ? 4 * static_cast<int64_t>(num_threads()) : 1);
   std::vector<float> partial(ksplit > 1 ? static_cast<size_t>(ksplit * M * cols) : 0);
   run(runs * ksplit, [&](int64_t t, int) {
-    const int64_t s = t / runs, g0 = (t % runs) * span, g1 = std::min(groups, g0 + span);
+    const int64_t s = t / runs, g0 = (t % runs) * groups / runs, g1 = (t % runs + 1) * groups / runs;
     const int64_t k0 = std::min(K, s * kchunk), k1 = std::min(K, k0 + kchunk);
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t c0 = g * group_cols, nc = std::min(group_cols, cols - c0);
