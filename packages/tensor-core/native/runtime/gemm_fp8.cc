@@ -87,13 +87,8 @@ void gemv(const bf16_t* a, int64_t lda, int64_t M, const WeightView& w, const Ge
   // (The tasks use the pointer: in a lambda, the thread_local's name means the running thread's own.)
   thread_local std::vector<float> wide_buf;
   float unit[kGemvMaxRows];
-  const int64_t Kp = 4 * groups, wide_floats = DSA_DISPATCH(fp8_gemv_wide_floats)(static_cast<int>(M), Kp);
-  float* wide = nullptr;
-  if (wide_floats > 0) {
-    wide_buf.resize(static_cast<size_t>(wide_floats));
-    wide = wide_buf.data();
-    DSA_DISPATCH(fp8_gemv_widen_x)(a, lda, static_cast<int>(M), Kp, wide, unit);
-  }
+  const int64_t Kp = 4 * groups;
+  const float* wide = DSA_DISPATCH(fp8_gemv_widen_x)(a, lda, static_cast<int>(M), Kp, wide_buf, unit) ? wide_buf.data() : nullptr;
   detail::run_small_m(M, col_groups, kFp8MaxPanels * 16, N, K, kFp8ScaleBlock, y, run,
                       [&](int64_t g, int64_t next_g, int64_t k0, int64_t k1, float* tile, int64_t ldt) {
                         const int64_t p0 = g * kFp8MaxPanels;

@@ -4,7 +4,7 @@
 //     would read bf16 subnormals as zero); one unpack makes two k-pair lines for vdpbf16ps. CPUs with
 //     AVX-512 BF16 but no VBMI run the AVX2 kernels.
 //   AVX2: each byte, sign-extended and shifted, is an fp32 of 2^-120 times its value (subnormals
-//     included, exactly: three shifts and two ANDs per 16 weights); x is scaled by 2^120 once per tile.
+//     included, exactly: three shifts and two ANDs per 16 weights); x is scaled by 2^120 once per call.
 //     A NaN code makes its column NaN: blocks holding one note the columns (a cheap check per block).
 //   Scalar: the 256-entry value table.
 // Each block of 128 k is summed on its own, then added times its scale (fp32), so no weight is
@@ -231,16 +231,15 @@ void gemv_panel(const float* xs, int64_t ldx, const uint8_t* w, const float* sc,
   }
 }
 
-// Rows of x over [k0, k1) (k1 - k0 a multiple of 4) as fp32 times 2^p, laid out per group of 4 k as
+// Rows of x (n values each, n a multiple of 4) as fp32 times 2^p, laid out per group of 4 k as
 // x0 x0 x0 x0 x2 x2 x2 x2 x1 x1 x1 x1 x3 x3 x3 x3 (the two x vectors of gemv_panel), so that x * (w * 2^-120) is the product
 // at its own scale: p = 120 per row, lowered only where the row's largest finite |x| would overflow
 // (unit[m] = 2^(120 - p) puts the result back). Inf and NaN stay as they are.
-void scaled_x(const bf16_t* a, int64_t lda, int mr, int64_t k0, int64_t k1, float* xs, float* unit) {
-  const int64_t n = k1 - k0;
+void scaled_x(const bf16_t* a, int64_t lda, int mr, int64_t n, float* xs, float* unit) {
   const __m256i even = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2), odd = _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3);
   const __m256i four = _mm256_set1_epi32(4);
   for (int m = 0; m < mr; ++m) {
-    const bf16_t* row = a + m * lda + k0;
+    const bf16_t* row = a + m * lda;
     // The largest finite magnitude (Inf and NaN, 0x7f80 and up, count as zero).
     __m256i top16 = _mm256_setzero_si256();
     int64_t k = 0;
@@ -360,24 +359,16 @@ void panel_to_bf16_scalar(const uint8_t* src, int64_t groups, const int* exp2, b
 
 }  // namespace
 
-int64_t fp8_gemv_wide_floats(int mr, int64_t Kp) {
+bool fp8_gemv_widen_x(const bf16_t* a, int64_t lda, int mr, int64_t Kp, std::vector<float>& wide, float* unit) {
 #if defined(__AVX512F__)
-  return cpu_features().avx512vbmi ? 0 : avx2::fp8_gemv_wide_floats(mr, Kp);
+  return !cpu_features().avx512vbmi && avx2::fp8_gemv_widen_x(a, lda, mr, Kp, wide, unit);
 #elif defined(__AVX2__)
-  return mr * 4 * Kp;
-#else
-  (void)mr, (void)Kp;
-  return 0;
-#endif
-}
-
-void fp8_gemv_widen_x(const bf16_t* a, int64_t lda, int mr, int64_t Kp, float* wide, float* unit) {
-#if defined(__AVX512F__)
-  if (!cpu_features().avx512vbmi) avx2::fp8_gemv_widen_x(a, lda, mr, Kp, wide, unit);
-#elif defined(__AVX2__)
-  scaled_x(a, lda, mr, 0, Kp, wide, unit);
+  wide.resize(static_cast<size_t>(mr * 4 * Kp));
+  scaled_x(a, lda, mr, Kp, wide.data(), unit);
+  return true;
 #else
   (void)a, (void)lda, (void)mr, (void)Kp, (void)wide, (void)unit;
+  return false;
 #endif
 }
 
@@ -401,21 +392,10 @@ void fp8_gemv_tile(const Fp8GemvRows& x, int mr, const uint8_t* w, int64_t panel
   gemv_table[mr - 1][np - 1](a, lda, w, panel_stride, scale, scale_stride, kb0, kb1, groups, next, c, ldc);
 #elif defined(__AVX2__)
   const KeepSubnormals keep;
-  const int64_t k0 = kb0 * kFp8GroupsPerBlock * 4, k1 = std::min(groups, kb1 * kFp8GroupsPerBlock) * 4;
-  // x widened once per call by the driver (scaled_x for every group again cost ~12% of the
-  // instructions), else here for this tile's k range.
-  thread_local std::vector<float> own;
-  float own_unit[kFp8MaxRows];
-  const float* xs = x.wide != nullptr ? x.wide + 4 * k0 : nullptr;
+  // x as the driver widened it once per call (fp8_gemv_widen_x), from this tile's first k on.
+  const float* xs = x.wide + 4 * kb0 * kFp8GroupsPerBlock * 4;
   const float* unit = x.unit;
-  int64_t ldx = x.ld_wide;
-  if (xs == nullptr) {
-    own.resize(static_cast<size_t>(mr * 4 * (k1 - k0)));
-    scaled_x(x.a, x.lda, mr, k0, k1, own.data(), own_unit);
-    xs = own.data();
-    unit = own_unit;
-    ldx = 4 * (k1 - k0);
-  }
+  const int64_t ldx = x.ld_wide;
   // One panel at a time (rows in pairs: a second pass finds the panel in cache); after the last pass
   // over a panel the thread reads the next panel's k range, or after the last, the next tile's.
   const int64_t first = kb0 * kFp8GroupsPerBlock * 64;

@@ -2,6 +2,7 @@
 // of dsa/gemm.h. Internal to the runtime.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "dsa/bf16.h"
 #include "dsa/isa.h"
@@ -31,11 +32,11 @@ struct Fp8GemvRows {
   const float* unit = nullptr;
 };
 
-// Floats of fp8_gemv_widen_x's layout for mr rows of Kp (a multiple of 4) values: 0 where the ISA's
-// kernel reads bf16 rows as they are (AVX-512 with VBMI, scalar).
-DSA_DECLARE_ISA_FN(int64_t, fp8_gemv_wide_floats, (int mr, int64_t Kp))
-// Widen mr rows of a (Kp values each) into wide (rows 4*Kp apart) and unit[mr].
-DSA_DECLARE_ISA_FN(void, fp8_gemv_widen_x, (const bf16_t* a, int64_t lda, int mr, int64_t Kp, float* wide, float* unit))
+// Where the ISA's GEMV kernel reads x widened (AVX2), mr rows of a (Kp values each, a multiple of 4)
+// into wide (resized; rows 4*Kp apart) and unit[mr], and true; false where it reads the bf16 rows as
+// they are (AVX-512 with VBMI, scalar), which the tile then gets with wide null.
+DSA_DECLARE_ISA_FN(bool, fp8_gemv_widen_x,
+                   (const bf16_t* a, int64_t lda, int mr, int64_t Kp, std::vector<float>& wide, float* unit))
 
 // c[mr, np*16] = x[mr, :] @ W over the scale blocks [kb0, kb1): panel p's group g is the 64 bytes at
 // w + p*panel_stride + g*64 and its block kb's scale is scale[p*scale_stride + kb]; `groups` is the
